@@ -1,0 +1,349 @@
+//! A document: an uploaded file and the life of its processing.
+
+use chrono::{DateTime, Duration, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::ids::{DocumentId, TenantId};
+use crate::{event_payload, Aggregate, Decision};
+
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// The `op_status` of the seed article's `documents_registry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DocumentStatus {
+    Pending,
+    Processing,
+    Success,
+    Failed,
+}
+
+impl DocumentStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DocumentStatus::Pending => "PENDING",
+            DocumentStatus::Processing => "PROCESSING",
+            DocumentStatus::Success => "SUCCESS",
+            DocumentStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// A file name safe to show, store and use in an object key: no path
+/// separators, no control characters, not `.`/`..`, at most 255 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct FileName(String);
+
+impl FileName {
+    pub fn parse(raw: &str) -> Result<FileName, DomainError> {
+        let name = raw.trim();
+        let invalid = |reason: &str| Err(DomainError::invalid("file_name", reason));
+        if name.is_empty() || name.len() > MAX_FILE_NAME_BYTES {
+            return invalid("must be 1 to 255 bytes");
+        }
+        if name == "." || name == ".." {
+            return invalid("must not be . or ..");
+        }
+        if name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+            return invalid("must not contain path separators or control characters");
+        }
+        Ok(FileName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The lowercase extension, if any (`report.MD` → `md`).
+    pub fn extension(&self) -> Option<String> {
+        self.0
+            .rsplit_once('.')
+            .filter(|(stem, _)| !stem.is_empty())
+            .map(|(_, ext)| ext.to_ascii_lowercase())
+    }
+}
+
+/// Where the processing result (chunks + vectors) of a document is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactRef {
+    pub object_key: String,
+    /// SHA-256 of the stored artifact, hex.
+    pub sha256: String,
+    pub chunk_count: u32,
+    pub embedder: String,
+    pub dimensions: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum DocumentCommand {
+    Register {
+        document_id: DocumentId,
+        tenant_id: TenantId,
+        file_name: FileName,
+        content_type: String,
+        size_bytes: u64,
+        sha256: String,
+        object_key: String,
+    },
+    /// Takes the processing lease. `now` is the caller's clock: the domain
+    /// reads none.
+    StartProcessing {
+        worker: String,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        max_attempts: u32,
+    },
+    CompleteProcessing {
+        worker: String,
+        artifact: ArtifactRef,
+    },
+    FailProcessing {
+        worker: String,
+        reason: String,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum DocumentEvent {
+    DocumentRegistered {
+        document_id: DocumentId,
+        tenant_id: TenantId,
+        file_name: FileName,
+        content_type: String,
+        size_bytes: u64,
+        sha256: String,
+        object_key: String,
+    },
+    ProcessingStarted {
+        worker: String,
+        attempt: u32,
+        lease_expires_at: DateTime<Utc>,
+    },
+    DocumentProcessed {
+        artifact: ArtifactRef,
+    },
+    ProcessingFailed {
+        reason: String,
+        attempt: u32,
+    },
+    DocumentDeleted {},
+}
+event_payload!(DocumentEvent {
+    DocumentRegistered,
+    ProcessingStarted,
+    DocumentProcessed,
+    ProcessingFailed,
+    DocumentDeleted,
+});
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub worker: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Document {
+    pub id: Option<DocumentId>,
+    pub tenant_id: Option<TenantId>,
+    pub file_name: Option<FileName>,
+    pub status: Option<DocumentStatus>,
+    pub lease: Option<Lease>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub artifact: Option<ArtifactRef>,
+    pub deleted: bool,
+}
+
+impl Document {
+    fn live_id(&self) -> Result<DocumentId, DomainError> {
+        match self.id {
+            Some(id) if !self.deleted => Ok(id),
+            Some(id) => Err(DomainError::NotFound {
+                entity: "document",
+                id: id.to_string(),
+            }),
+            None => Err(DomainError::NotFound {
+                entity: "document",
+                id: "unregistered".into(),
+            }),
+        }
+    }
+
+    fn check_lease_holder(&self, id: DocumentId, worker: &str) -> Result<(), DomainError> {
+        let holds = self.status == Some(DocumentStatus::Processing)
+            && self.lease.as_ref().is_some_and(|lease| lease.worker == worker);
+        if holds {
+            Ok(())
+        } else {
+            Err(DomainError::NotLeaseHolder {
+                document_id: id.to_string(),
+                worker: worker.to_owned(),
+            })
+        }
+    }
+}
+
+impl Aggregate for Document {
+    const CATEGORY: &'static str = "document";
+    type Command = DocumentCommand;
+    type Event = DocumentEvent;
+
+    fn decide(&self, command: &DocumentCommand) -> Decision<DocumentEvent> {
+        match command {
+            DocumentCommand::Register {
+                document_id,
+                tenant_id,
+                file_name,
+                content_type,
+                size_bytes,
+                sha256,
+                object_key,
+            } => {
+                // a deleted document's stream may be registered again: the
+                // same file name uploaded after a delete
+                if self.id.is_some() && !self.deleted {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "document",
+                        id: document_id.to_string(),
+                    });
+                }
+                if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
+                    return Err(DomainError::invalid("document_id", "does not match tenant and file name"));
+                }
+                Ok(vec![DocumentEvent::DocumentRegistered {
+                    document_id: *document_id,
+                    tenant_id: *tenant_id,
+                    file_name: file_name.clone(),
+                    content_type: content_type.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: sha256.clone(),
+                    object_key: object_key.clone(),
+                }])
+            }
+            DocumentCommand::StartProcessing {
+                worker,
+                now,
+                lease_for,
+                max_attempts,
+            } => {
+                let id = self.live_id()?;
+                match self.status {
+                    Some(DocumentStatus::Pending) => Ok(vec![DocumentEvent::ProcessingStarted {
+                        worker: worker.clone(),
+                        attempt: self.attempts + 1,
+                        lease_expires_at: *now + *lease_for,
+                    }]),
+                    Some(DocumentStatus::Processing) => {
+                        let lease = self.lease.as_ref().expect("a processing document holds a lease");
+                        if lease.worker == *worker {
+                            // the holder asking again is a redelivery: nothing changes
+                            return Ok(vec![]);
+                        }
+                        if *now < lease.expires_at {
+                            return Err(DomainError::LeaseHeld {
+                                document_id: id.to_string(),
+                                holder: lease.worker.clone(),
+                                until: lease.expires_at,
+                            });
+                        }
+                        if self.attempts >= *max_attempts {
+                            return Ok(vec![DocumentEvent::ProcessingFailed {
+                                reason: format!(
+                                    "processing lease expired {} times without a result",
+                                    self.attempts
+                                ),
+                                attempt: self.attempts,
+                            }]);
+                        }
+                        Ok(vec![DocumentEvent::ProcessingStarted {
+                            worker: worker.clone(),
+                            attempt: self.attempts + 1,
+                            lease_expires_at: *now + *lease_for,
+                        }])
+                    }
+                    Some(DocumentStatus::Success) => Err(DomainError::Conflict(format!(
+                        "document {id} is already processed"
+                    ))),
+                    Some(DocumentStatus::Failed) | None => Err(DomainError::Conflict(format!(
+                        "document {id} failed processing"
+                    ))),
+                }
+            }
+            DocumentCommand::CompleteProcessing { worker, artifact } => {
+                let id = self.live_id()?;
+                self.check_lease_holder(id, worker)?;
+                Ok(vec![DocumentEvent::DocumentProcessed {
+                    artifact: artifact.clone(),
+                }])
+            }
+            DocumentCommand::FailProcessing { worker, reason } => {
+                let id = self.live_id()?;
+                self.check_lease_holder(id, worker)?;
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(DomainError::invalid("reason", "must not be empty"));
+                }
+                Ok(vec![DocumentEvent::ProcessingFailed {
+                    reason: reason.chars().take(2000).collect(),
+                    attempt: self.attempts,
+                }])
+            }
+            DocumentCommand::Delete => {
+                self.live_id()?;
+                Ok(vec![DocumentEvent::DocumentDeleted {}])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &DocumentEvent) {
+        match event {
+            DocumentEvent::DocumentRegistered {
+                document_id,
+                tenant_id,
+                file_name,
+                ..
+            } => {
+                *self = Document {
+                    id: Some(*document_id),
+                    tenant_id: Some(*tenant_id),
+                    file_name: Some(file_name.clone()),
+                    status: Some(DocumentStatus::Pending),
+                    ..Document::default()
+                };
+            }
+            DocumentEvent::ProcessingStarted {
+                worker,
+                attempt,
+                lease_expires_at,
+            } => {
+                self.status = Some(DocumentStatus::Processing);
+                self.attempts = *attempt;
+                self.lease = Some(Lease {
+                    worker: worker.clone(),
+                    expires_at: *lease_expires_at,
+                });
+            }
+            DocumentEvent::DocumentProcessed { artifact } => {
+                self.status = Some(DocumentStatus::Success);
+                self.lease = None;
+                self.error = None;
+                self.artifact = Some(artifact.clone());
+            }
+            DocumentEvent::ProcessingFailed { reason, .. } => {
+                self.status = Some(DocumentStatus::Failed);
+                self.lease = None;
+                self.error = Some(reason.clone());
+            }
+            DocumentEvent::DocumentDeleted {} => {
+                self.deleted = true;
+                self.lease = None;
+            }
+        }
+    }
+}

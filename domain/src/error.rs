@@ -1,0 +1,42 @@
+/// A command the domain refuses. Each variant has a stable `code` that the API
+/// returns to clients; messages are lowercase and name the ids involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{entity} {id} not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{entity} {id} already exists")]
+    AlreadyExists { entity: &'static str, id: String },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("document {document_id} is being processed by {holder} until {until}")]
+    LeaseHeld {
+        document_id: String,
+        holder: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("worker {worker} does not hold the processing lease of document {document_id}")]
+    NotLeaseHolder { document_id: String, worker: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl DomainError {
+    /// The stable machine-readable code for this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::NotFound { .. } => "not_found",
+            DomainError::AlreadyExists { .. } => "already_exists",
+            DomainError::Invalid { .. } => "invalid_input",
+            DomainError::LeaseHeld { .. } => "lease_held",
+            DomainError::NotLeaseHolder { .. } => "not_lease_holder",
+            DomainError::Conflict(_) => "conflict",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        DomainError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A knowledge base: a named set of a tenant's documents that is searched as one.
+
+use std::collections::BTreeSet;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::ids::{DocumentId, KnowledgeBaseId, TenantId};
+use crate::{event_payload, Aggregate, Decision};
+
+#[derive(Debug, Clone)]
+pub enum KnowledgeBaseCommand {
+    Create {
+        knowledge_base_id: KnowledgeBaseId,
+        tenant_id: TenantId,
+        name: String,
+        category: Option<String>,
+    },
+    /// `document_tenant` is looked up by the caller: a knowledge base only
+    /// takes its own tenant's documents.
+    AddDocument {
+        document_id: DocumentId,
+        document_tenant: TenantId,
+    },
+    RemoveDocument {
+        document_id: DocumentId,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum KnowledgeBaseEvent {
+    KnowledgeBaseCreated {
+        knowledge_base_id: KnowledgeBaseId,
+        tenant_id: TenantId,
+        name: String,
+        category: Option<String>,
+    },
+    DocumentAddedToKnowledgeBase {
+        document_id: DocumentId,
+    },
+    DocumentRemovedFromKnowledgeBase {
+        document_id: DocumentId,
+    },
+    KnowledgeBaseDeleted {},
+}
+event_payload!(KnowledgeBaseEvent {
+    KnowledgeBaseCreated,
+    DocumentAddedToKnowledgeBase,
+    DocumentRemovedFromKnowledgeBase,
+    KnowledgeBaseDeleted,
+});
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnowledgeBase {
+    pub id: Option<KnowledgeBaseId>,
+    pub tenant_id: Option<TenantId>,
+    pub name: String,
+    pub documents: BTreeSet<DocumentId>,
+    pub deleted: bool,
+}
+
+fn validate_label(field: &'static str, value: &str, max_chars: usize) -> Result<String, DomainError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max_chars {
+        return Err(DomainError::Invalid {
+            field,
+            reason: format!("must be 1 to {max_chars} characters"),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(DomainError::Invalid {
+            field,
+            reason: "must not contain control characters".into(),
+        });
+    }
+    Ok(value.to_owned())
+}
+
+impl KnowledgeBase {
+    fn live(&self) -> Result<(KnowledgeBaseId, TenantId), DomainError> {
+        match (self.id, self.tenant_id) {
+            (Some(id), Some(tenant)) if !self.deleted => Ok((id, tenant)),
+            (id, _) => Err(DomainError::NotFound {
+                entity: "knowledge base",
+                id: id.map_or_else(|| "unregistered".into(), |id| id.to_string()),
+            }),
+        }
+    }
+}
+
+impl Aggregate for KnowledgeBase {
+    const CATEGORY: &'static str = "knowledge_base";
+    type Command = KnowledgeBaseCommand;
+    type Event = KnowledgeBaseEvent;
+
+    fn decide(&self, command: &KnowledgeBaseCommand) -> Decision<KnowledgeBaseEvent> {
+        match command {
+            KnowledgeBaseCommand::Create {
+                knowledge_base_id,
+                tenant_id,
+                name,
+                category,
+            } => {
+                if self.id.is_some() {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "knowledge base",
+                        id: knowledge_base_id.to_string(),
+                    });
+                }
+                let name = validate_label("name", name, 200)?;
+                let category = category
+                    .as_deref()
+                    .map(|category| validate_label("category", category, 100))
+                    .transpose()?;
+                Ok(vec![KnowledgeBaseEvent::KnowledgeBaseCreated {
+                    knowledge_base_id: *knowledge_base_id,
+                    tenant_id: *tenant_id,
+                    name,
+                    category,
+                }])
+            }
+            KnowledgeBaseCommand::AddDocument {
+                document_id,
+                document_tenant,
+            } => {
+                let (id, tenant) = self.live()?;
+                if *document_tenant != tenant {
+                    // another tenant's document is indistinguishable from a missing one
+                    return Err(DomainError::NotFound {
+                        entity: "document",
+                        id: document_id.to_string(),
+                    });
+                }
+                if self.documents.contains(document_id) {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "knowledge base document",
+                        id: format!("{id}/{document_id}"),
+                    });
+                }
+                Ok(vec![KnowledgeBaseEvent::DocumentAddedToKnowledgeBase {
+                    document_id: *document_id,
+                }])
+            }
+            KnowledgeBaseCommand::RemoveDocument { document_id } => {
+                let (id, _) = self.live()?;
+                if !self.documents.contains(document_id) {
+                    return Err(DomainError::NotFound {
+                        entity: "knowledge base document",
+                        id: format!("{id}/{document_id}"),
+                    });
+                }
+                Ok(vec![KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase {
+                    document_id: *document_id,
+                }])
+            }
+            KnowledgeBaseCommand::Delete => {
+                self.live()?;
+                Ok(vec![KnowledgeBaseEvent::KnowledgeBaseDeleted {}])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &KnowledgeBaseEvent) {
+        match event {
+            KnowledgeBaseEvent::KnowledgeBaseCreated {
+                knowledge_base_id,
+                tenant_id,
+                name,
+                ..
+            } => {
+                self.id = Some(*knowledge_base_id);
+                self.tenant_id = Some(*tenant_id);
+                self.name = name.clone();
+            }
+            KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id } => {
+                self.documents.insert(*document_id);
+            }
+            KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { document_id } => {
+                self.documents.remove(document_id);
+            }
+            KnowledgeBaseEvent::KnowledgeBaseDeleted {} => {
+                self.deleted = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! A tenant: a user client of the seed article, with its role and API keys.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::ids::{ApiKeyId, TenantId};
+use crate::{event_payload, Aggregate, Decision};
+
+/// How many unrevoked keys a tenant may hold at once; bounds what a leaked
+/// key can mint.
+pub const MAX_ACTIVE_API_KEYS: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::User => "USER",
+            Role::Admin => "ADMIN",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "USER" => Ok(Role::User),
+            "ADMIN" => Ok(Role::Admin),
+            _ => Err(DomainError::invalid("role", format!("{s:?} is not USER or ADMIN"))),
+        }
+    }
+}
+
+/// A syntactically valid, normalised (trimmed, lowercased) e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Email, DomainError> {
+        let normalised = raw.trim().to_lowercase();
+        let invalid = |reason: &str| Err(DomainError::invalid("email", reason));
+        if normalised.is_empty() || normalised.len() > 254 {
+            return invalid("must be 1 to 254 characters");
+        }
+        if normalised.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return invalid("must not contain spaces or control characters");
+        }
+        let Some((local, domain)) = normalised.split_once('@') else {
+            return invalid("must contain @");
+        };
+        if local.is_empty() || domain.is_empty() || domain.contains('@') || !domain.contains('.') {
+            return invalid("must look like name@domain.tld");
+        }
+        Ok(Email(normalised))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum TenantCommand {
+    Register {
+        email: Email,
+        role: Role,
+    },
+    /// The secret itself never reaches the domain: only its keyed hash.
+    IssueApiKey {
+        key_id: ApiKeyId,
+        secret_hash: String,
+        label: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    RevokeApiKey {
+        key_id: ApiKeyId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum TenantEvent {
+    TenantRegistered {
+        tenant_id: TenantId,
+        email: Email,
+        role: Role,
+    },
+    ApiKeyIssued {
+        key_id: ApiKeyId,
+        /// HMAC-SHA256 of the secret under the server's key-hashing secret.
+        secret_hash: String,
+        role: Role,
+        label: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    ApiKeyRevoked {
+        key_id: ApiKeyId,
+    },
+}
+event_payload!(TenantEvent { TenantRegistered, ApiKeyIssued, ApiKeyRevoked });
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyState {
+    pub revoked: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: Option<TenantId>,
+    pub email: Option<Email>,
+    pub role: Option<Role>,
+    pub api_keys: BTreeMap<ApiKeyId, ApiKeyState>,
+}
+
+impl Tenant {
+    fn registered(&self) -> Result<(TenantId, Role), DomainError> {
+        match (self.id, self.role) {
+            (Some(id), Some(role)) => Ok((id, role)),
+            _ => Err(DomainError::NotFound {
+                entity: "tenant",
+                id: "unregistered".into(),
+            }),
+        }
+    }
+}
+
+impl Aggregate for Tenant {
+    const CATEGORY: &'static str = "tenant";
+    type Command = TenantCommand;
+    type Event = TenantEvent;
+
+    fn decide(&self, command: &TenantCommand) -> Decision<TenantEvent> {
+        match command {
+            TenantCommand::Register { email, role } => {
+                let tenant_id = TenantId::for_email(email.as_str());
+                if self.id.is_some() {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "tenant",
+                        id: tenant_id.to_string(),
+                    });
+                }
+                Ok(vec![TenantEvent::TenantRegistered {
+                    tenant_id,
+                    email: email.clone(),
+                    role: *role,
+                }])
+            }
+            TenantCommand::IssueApiKey {
+                key_id,
+                secret_hash,
+                label,
+                expires_at,
+            } => {
+                let (tenant_id, role) = self.registered()?;
+                if self.api_keys.contains_key(key_id) {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "api key",
+                        id: key_id.to_string(),
+                    });
+                }
+                let active = self.api_keys.values().filter(|key| !key.revoked).count();
+                if active >= MAX_ACTIVE_API_KEYS {
+                    return Err(DomainError::Conflict(format!(
+                        "tenant {tenant_id} already holds {MAX_ACTIVE_API_KEYS} active api keys: revoke one first"
+                    )));
+                }
+                if let Some(label) = label {
+                    if label.chars().count() > 100 || label.chars().any(char::is_control) {
+                        return Err(DomainError::invalid("label", "at most 100 printable characters"));
+                    }
+                }
+                Ok(vec![TenantEvent::ApiKeyIssued {
+                    key_id: key_id.clone(),
+                    secret_hash: secret_hash.clone(),
+                    role,
+                    label: label.clone(),
+                    expires_at: *expires_at,
+                }])
+            }
+            TenantCommand::RevokeApiKey { key_id } => {
+                self.registered()?;
+                match self.api_keys.get(key_id) {
+                    None => Err(DomainError::NotFound {
+                        entity: "api key",
+                        id: key_id.to_string(),
+                    }),
+                    // revoking twice is a retry, not an error
+                    Some(key) if key.revoked => Ok(vec![]),
+                    Some(_) => Ok(vec![TenantEvent::ApiKeyRevoked { key_id: key_id.clone() }]),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &TenantEvent) {
+        match event {
+            TenantEvent::TenantRegistered { tenant_id, email, role } => {
+                self.id = Some(*tenant_id);
+                self.email = Some(email.clone());
+                self.role = Some(*role);
+            }
+            TenantEvent::ApiKeyIssued { key_id, expires_at, .. } => {
+                self.api_keys.insert(
+                    key_id.clone(),
+                    ApiKeyState {
+                        revoked: false,
+                        expires_at: *expires_at,
+                    },
+                );
+            }
+            TenantEvent::ApiKeyRevoked { key_id } => {
+                if let Some(key) = self.api_keys.get_mut(key_id) {
+                    key.revoked = true;
+                }
+            }
+        }
+    }
+}

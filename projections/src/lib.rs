@@ -1,0 +1,5 @@
+//! The read side of NeuroStash: a consumer runtime that feeds the global log
+//! to projections from their checkpoints, the registry tables, and one vector
+//! index per knowledge base.
+
+pub mod runtime;
