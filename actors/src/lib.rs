@@ -2,7 +2,14 @@
 //! supervisor, the event-store port with its SQLite and Postgres adapters,
 //! and the object-store port with its local-directory adapter.
 
+pub mod aggregate_actor;
 pub mod artifact;
 pub mod db;
 pub mod objects;
 pub mod store;
+pub mod supervisor;
+pub mod system;
+
+pub use aggregate_actor::{ActorOptions, CommandError, CommandOutcome};
+pub use supervisor::{AggregateHandle, HandleOptions};
+pub use system::ActorSystem;

@@ -11,7 +11,7 @@ pub type Decision<E> = Result<Vec<E>, DomainError>;
 pub trait Aggregate: Default + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     /// Stream category; the stream id is `<CATEGORY>-<uuid>`.
     const CATEGORY: &'static str;
-    type Command: std::fmt::Debug + Send + 'static;
+    type Command: std::fmt::Debug + Send + Sync + 'static;
     type Event: EventPayload;
 
     fn decide(&self, command: &Self::Command) -> Decision<Self::Event>;

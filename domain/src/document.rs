@@ -152,6 +152,8 @@ pub struct Document {
     pub id: Option<DocumentId>,
     pub tenant_id: Option<TenantId>,
     pub file_name: Option<FileName>,
+    pub content_type: Option<String>,
+    pub object_key: Option<String>,
     pub status: Option<DocumentStatus>,
     pub lease: Option<Lease>,
     pub attempts: u32,
@@ -307,12 +309,16 @@ impl Aggregate for Document {
                 document_id,
                 tenant_id,
                 file_name,
+                content_type,
+                object_key,
                 ..
             } => {
                 *self = Document {
                     id: Some(*document_id),
                     tenant_id: Some(*tenant_id),
                     file_name: Some(file_name.clone()),
+                    content_type: Some(content_type.clone()),
+                    object_key: Some(object_key.clone()),
                     status: Some(DocumentStatus::Pending),
                     ..Document::default()
                 };

@@ -13,6 +13,7 @@ pub mod event;
 pub mod ids;
 pub mod knowledge_base;
 pub mod tenant;
+pub mod testing;
 
 pub use aggregate::{Aggregate, Decision};
 pub use envelope::{EventEnvelope, EventMetadata, LogPosition, SCHEMA_VERSION};

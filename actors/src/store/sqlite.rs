@@ -1,0 +1,282 @@
+//! The embedded event store: one SQLite file.
+//!
+//! SQLite has a single writer at a time, so positions become visible in
+//! the order they are handed out and the position doubles as the commit
+//! order (`commit == position`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{ApiKeyId, EventMetadata, LogPosition, StreamId, TenantId};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+
+const SELECT_COLUMNS: &str = "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, \
+     data, tenant_id, actor_key_id, correlation_id, causation_id, recorded_at FROM events";
+
+/// SQLite binds at most 32766 parameters per statement and a row takes 10.
+const ROWS_PER_INSERT: usize = 1_000;
+
+/// An `Any` append that loses a race to another writer simply tries again
+/// on top of it; this bounds how often.
+const ANY_APPEND_ATTEMPTS: usize = 10;
+
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+    appended: Arc<Notify>,
+}
+
+impl SqliteEventStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteEventStore {
+            pool,
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn current_version(&self, stream_id: &StreamId) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
+            .bind(stream_id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn try_append(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, AttemptError> {
+        // IMMEDIATE takes the write lock up front: two deferred transactions
+        // that both read and then write would deadlock upgrading their read
+        // locks, and one of them would fail with SQLITE_BUSY at once.
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+
+        let head: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT stream_version, position FROM events WHERE stream_id = ? ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(stream_id.as_str())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let (current_version, head_position) = head.unwrap_or((0, 0));
+
+        if let ExpectedVersion::Exactly(expected_version) = expected {
+            if expected_version != current_version {
+                return Err(AttemptError::Store(StoreError::Conflict {
+                    stream_id: stream_id.clone(),
+                    expected: expected_version,
+                    actual: current_version,
+                }));
+            }
+        }
+        if events.is_empty() {
+            return Ok(AppendOutcome {
+                stream_version: current_version,
+                log_position: LogPosition {
+                    commit: head_position,
+                    position: head_position,
+                },
+            });
+        }
+
+        let mut last_position = head_position;
+        let mut next_version = current_version + 1;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, \
+                 tenant_id, actor_key_id, correlation_id, causation_id) ",
+            );
+            let first_version = next_version;
+            insert.push_values(chunk.iter().zip(first_version..), |mut row, (event, version)| {
+                row.push_bind(stream_id.as_str())
+                    .push_bind(version)
+                    .push_bind(event.event_id.to_string())
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(i64::from(event.schema_version))
+                    .push_bind(event.data.to_string())
+                    .push_bind(event.metadata.tenant_id.map(|tenant| tenant.0.to_string()))
+                    .push_bind(event.metadata.actor_key_id.as_ref().map(|key| key.0.as_str()))
+                    .push_bind(event.metadata.correlation_id.to_string())
+                    .push_bind(event.metadata.causation_id.map(|id| id.to_string()));
+            });
+            insert.push(" RETURNING position");
+            let positions: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *transaction).await?;
+            last_position = positions.into_iter().max().unwrap_or(last_position);
+            next_version += chunk.len() as i64;
+        }
+        transaction.commit().await?;
+
+        Ok(AppendOutcome {
+            stream_version: next_version - 1,
+            log_position: LogPosition {
+                commit: last_position,
+                position: last_position,
+            },
+        })
+    }
+}
+
+/// Why one append attempt failed: lost a race on the stream's version
+/// (worth re-reading), or anything else.
+enum AttemptError {
+    VersionTaken,
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for AttemptError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_stream_version_violation(&error) {
+            AttemptError::VersionTaken
+        } else {
+            AttemptError::Store(StoreError::from_sqlx(error))
+        }
+    }
+}
+
+/// A writer outside this adapter (without `BEGIN IMMEDIATE`) can still take
+/// a version between our read and our insert; the unique constraint is the
+/// final guard. SQLite names the columns, not the constraint.
+fn is_stream_version_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database_error) => {
+            database_error.is_unique_violation() && database_error.message().contains("events.stream_version")
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_append(stream_id, expected, &events).await {
+                Ok(outcome) => {
+                    if !events.is_empty() {
+                        self.appended.notify_waiters();
+                    }
+                    return Ok(outcome);
+                }
+                Err(AttemptError::Store(error)) => return Err(error),
+                Err(AttemptError::VersionTaken) => {
+                    let actual = self.current_version(stream_id).await?;
+                    let expected_version = match expected {
+                        ExpectedVersion::Exactly(version) => version,
+                        ExpectedVersion::Any if attempts < ANY_APPEND_ATTEMPTS => continue,
+                        ExpectedVersion::Any => actual,
+                    };
+                    tracing::debug!(%stream_id, expected_version, actual, "append lost a race on the stream version");
+                    return Err(StoreError::Conflict {
+                        stream_id: stream_id.clone(),
+                        expected: expected_version,
+                        actual,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn read_stream(&self, stream_id: &StreamId, after_version: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_COLUMNS} WHERE stream_id = ? AND stream_version > ? ORDER BY stream_version"
+        ))
+        .bind(stream_id.as_str())
+        .bind(after_version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_log(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!("{SELECT_COLUMNS} WHERE position > ? ORDER BY position LIMIT ?"))
+            .bind(after.position)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn log_head(&self) -> Result<LogPosition, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(head.map_or(LogPosition::START, |position| LogPosition {
+            commit: position,
+            position,
+        }))
+    }
+
+    fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+}
+
+fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let event_id_text: String = row.try_get("event_id").map_err(StoreError::from_sqlx)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        event_id: event_id_text.clone(),
+        reason,
+    };
+    let uuid = |column: &str, text: &str| {
+        Uuid::parse_str(text).map_err(|error| corrupt(format!("{column} {text:?} is not a uuid: {error}")))
+    };
+    let optional_uuid = |column: &str| -> Result<Option<Uuid>, StoreError> {
+        let text: Option<String> = row.try_get(column).map_err(StoreError::from_sqlx)?;
+        text.map(|text| uuid(column, &text)).transpose()
+    };
+
+    let event_id = uuid("event_id", &event_id_text)?;
+    let position: i64 = row.try_get("position").map_err(StoreError::from_sqlx)?;
+    let stream_id: String = row.try_get("stream_id").map_err(StoreError::from_sqlx)?;
+    let stream_version: i64 = row.try_get("stream_version").map_err(StoreError::from_sqlx)?;
+    let event_type: String = row.try_get("event_type").map_err(StoreError::from_sqlx)?;
+    let schema_version: i64 = row.try_get("schema_version").map_err(StoreError::from_sqlx)?;
+    let schema_version =
+        u16::try_from(schema_version).map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
+    let data_text: String = row.try_get("data").map_err(StoreError::from_sqlx)?;
+    let payload = serde_json::from_str(&data_text).map_err(|error| corrupt(format!("data is not json: {error}")))?;
+    let actor_key_id: Option<String> = row.try_get("actor_key_id").map_err(StoreError::from_sqlx)?;
+    let correlation_text: String = row.try_get("correlation_id").map_err(StoreError::from_sqlx)?;
+    let recorded_text: String = row.try_get("recorded_at").map_err(StoreError::from_sqlx)?;
+    let recorded_at = DateTime::parse_from_rfc3339(&recorded_text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|error| corrupt(format!("recorded_at {recorded_text:?} is not rfc 3339: {error}")))?;
+
+    Ok(RecordedEvent {
+        event_id,
+        stream_id: StreamId(stream_id),
+        stream_version,
+        log_position: LogPosition {
+            commit: position,
+            position,
+        },
+        schema_version,
+        event_type,
+        recorded_at,
+        metadata: EventMetadata {
+            tenant_id: optional_uuid("tenant_id")?.map(TenantId),
+            actor_key_id: actor_key_id.map(ApiKeyId),
+            correlation_id: uuid("correlation_id", &correlation_text)?,
+            causation_id: optional_uuid("causation_id")?,
+        },
+        payload,
+    })
+}

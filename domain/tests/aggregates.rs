@@ -1,0 +1,1064 @@
+//! Given/when/then tests of every command of every aggregate, and of the
+//! stored form of every event.
+
+use chrono::{DateTime, Duration, Utc};
+use domain::document::{
+    ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease,
+};
+use domain::event::event_schemas;
+use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
+use domain::tenant::{Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
+use domain::testing::Scenario;
+use domain::{
+    Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload,
+    KnowledgeBaseId, TenantId, SCHEMA_VERSION,
+};
+use uuid::Uuid;
+
+/// A fixed instant plus `minutes`; the domain reads no clock.
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).expect("valid timestamp") + Duration::minutes(minutes)
+}
+
+fn is_invalid(expected_field: &'static str) -> impl Fn(&DomainError) -> bool {
+    move |error| matches!(error, DomainError::Invalid { field, .. } if *field == expected_field)
+}
+
+mod tenant {
+    use super::*;
+
+    fn email() -> Email {
+        Email::parse("ada@example.com").expect("valid email")
+    }
+
+    fn tenant_id() -> TenantId {
+        TenantId::for_email("ada@example.com")
+    }
+
+    fn registered(role: Role) -> TenantEvent {
+        TenantEvent::TenantRegistered {
+            tenant_id: tenant_id(),
+            email: email(),
+            role,
+        }
+    }
+
+    fn key(n: usize) -> ApiKeyId {
+        ApiKeyId(format!("key-{n}"))
+    }
+
+    fn issue(n: usize) -> TenantCommand {
+        TenantCommand::IssueApiKey {
+            key_id: key(n),
+            secret_hash: format!("hash-{n}"),
+            label: Some(format!("laptop {n}")),
+            expires_at: Some(at(60)),
+        }
+    }
+
+    fn issued(n: usize, role: Role) -> TenantEvent {
+        TenantEvent::ApiKeyIssued {
+            key_id: key(n),
+            secret_hash: format!("hash-{n}"),
+            role,
+            label: Some(format!("laptop {n}")),
+            expires_at: Some(at(60)),
+        }
+    }
+
+    fn issue_with_label(label: &str) -> TenantCommand {
+        TenantCommand::IssueApiKey {
+            key_id: key(1),
+            secret_hash: "hash".into(),
+            label: Some(label.into()),
+            expires_at: None,
+        }
+    }
+
+    fn revoked(n: usize) -> TenantEvent {
+        TenantEvent::ApiKeyRevoked { key_id: key(n) }
+    }
+
+    fn revoke(n: usize) -> TenantCommand {
+        TenantCommand::RevokeApiKey { key_id: key(n) }
+    }
+
+    #[test]
+    fn register_records_the_tenant_under_the_id_derived_from_its_email() {
+        let state = Scenario::<Tenant>::given_no_events()
+            .when(TenantCommand::Register {
+                email: email(),
+                role: Role::Admin,
+            })
+            .then_expect([registered(Role::Admin)]);
+        assert_eq!(state.id, Some(tenant_id()));
+        assert_eq!(state.role, Some(Role::Admin));
+        assert!(state.api_keys.is_empty());
+    }
+
+    #[test]
+    fn register_twice_is_already_exists() {
+        Scenario::<Tenant>::given([registered(Role::User)])
+            .when(TenantCommand::Register {
+                email: email(),
+                role: Role::Admin,
+            })
+            .then_reject(|error| {
+                matches!(error, DomainError::AlreadyExists { entity: "tenant", id } if *id == tenant_id().to_string())
+            });
+    }
+
+    #[test]
+    fn email_is_trimmed_and_lowercased() {
+        let parsed = Email::parse("  Ada@Example.COM \n").expect("valid email");
+        assert_eq!(parsed.as_str(), "ada@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_invalid() {
+        let too_long = format!("{}@example.com", "a".repeat(250));
+        for raw in [
+            "",
+            "   ",
+            "ada.example.com",
+            "@example.com",
+            "ada@",
+            "ada@localhost",
+            "ada@b@example.com",
+            "ada lovelace@example.com",
+            "ada\u{7}@example.com",
+            too_long.as_str(),
+        ] {
+            let error = Email::parse(raw).expect_err(raw);
+            assert!(is_invalid("email")(&error), "{raw:?} gave {error:?}");
+            assert_eq!(error.code(), "invalid_input");
+        }
+    }
+
+    #[test]
+    fn roles_parse_case_insensitively() {
+        assert_eq!("user".parse::<Role>(), Ok(Role::User));
+        assert_eq!("Admin".parse::<Role>(), Ok(Role::Admin));
+        assert!(is_invalid("role")(&"root".parse::<Role>().expect_err("not a role")));
+    }
+
+    #[test]
+    fn an_issued_key_carries_the_role_of_its_tenant() {
+        let state = Scenario::<Tenant>::given([registered(Role::Admin)])
+            .when(issue(1))
+            .then_expect([issued(1, Role::Admin)]);
+        let key_state = &state.api_keys[&key(1)];
+        assert!(!key_state.revoked);
+        assert_eq!(key_state.expires_at, Some(at(60)));
+    }
+
+    #[test]
+    fn an_unregistered_tenant_cannot_issue_or_revoke_keys() {
+        Scenario::<Tenant>::given_no_events()
+            .when(issue(1))
+            .then_error_code("not_found");
+        Scenario::<Tenant>::given_no_events()
+            .when(revoke(1))
+            .then_error_code("not_found");
+    }
+
+    #[test]
+    fn a_key_id_is_issued_once() {
+        Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User)])
+            .when(issue(1))
+            .then_reject(|error| matches!(error, DomainError::AlreadyExists { entity: "api key", .. }));
+    }
+
+    #[test]
+    fn a_revoked_key_id_is_not_issued_again() {
+        Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User), revoked(1)])
+            .when(issue(1))
+            .then_error_code("already_exists");
+    }
+
+    #[test]
+    fn labels_are_at_most_100_printable_characters() {
+        Scenario::<Tenant>::given([registered(Role::User)])
+            .when(issue_with_label(&"é".repeat(100)))
+            .then_expect([TenantEvent::ApiKeyIssued {
+                key_id: key(1),
+                secret_hash: "hash".into(),
+                role: Role::User,
+                label: Some("é".repeat(100)),
+                expires_at: None,
+            }]);
+        for label in ["x".repeat(101), "tab\there".into(), "bell\u{7}".into()] {
+            Scenario::<Tenant>::given([registered(Role::User)])
+                .when(issue_with_label(&label))
+                .then_reject(is_invalid("label"));
+        }
+    }
+
+    #[test]
+    fn at_most_max_active_api_keys_are_held_at_once() {
+        let full: Vec<TenantEvent> = std::iter::once(registered(Role::User))
+            .chain((0..MAX_ACTIVE_API_KEYS).map(|n| issued(n, Role::User)))
+            .collect();
+        let error = Scenario::<Tenant>::given(full.clone())
+            .when(issue(MAX_ACTIVE_API_KEYS))
+            .then_error_code("conflict");
+        assert!(error.to_string().contains(&tenant_id().to_string()), "{error}");
+
+        // a revoked key frees its slot
+        let one_revoked = full.into_iter().chain([revoked(7)]);
+        Scenario::<Tenant>::given(one_revoked)
+            .when(issue(MAX_ACTIVE_API_KEYS))
+            .then_expect([issued(MAX_ACTIVE_API_KEYS, Role::User)]);
+    }
+
+    #[test]
+    fn revoke_marks_the_key_revoked() {
+        let state = Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User)])
+            .when(revoke(1))
+            .then_expect([revoked(1)]);
+        assert!(state.api_keys[&key(1)].revoked);
+    }
+
+    #[test]
+    fn revoking_twice_is_an_accepted_no_op() {
+        let state = Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User), revoked(1)])
+            .when(revoke(1))
+            .then_expect_no_events();
+        assert!(state.api_keys[&key(1)].revoked);
+    }
+
+    #[test]
+    fn revoking_an_unknown_key_is_not_found() {
+        Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User)])
+            .when(revoke(2))
+            .then_reject(|error| {
+                matches!(error, DomainError::NotFound { entity: "api key", id } if id == "key-2")
+            });
+    }
+}
+
+mod document {
+    use super::*;
+
+    fn owner() -> TenantId {
+        TenantId::for_email("ada@example.com")
+    }
+
+    fn other_tenant() -> TenantId {
+        TenantId::for_email("bob@example.com")
+    }
+
+    fn name(raw: &str) -> FileName {
+        FileName::parse(raw).expect("valid file name")
+    }
+
+    fn document_id() -> DocumentId {
+        DocumentId::for_file(owner(), "report.pdf")
+    }
+
+    fn register_as(document_id: DocumentId, tenant_id: TenantId, file_name: &str) -> DocumentCommand {
+        DocumentCommand::Register {
+            document_id,
+            tenant_id,
+            file_name: name(file_name),
+            content_type: "application/pdf".into(),
+            size_bytes: 1234,
+            sha256: "ab".repeat(32),
+            object_key: format!("uploads/{document_id}"),
+        }
+    }
+
+    fn register() -> DocumentCommand {
+        register_as(document_id(), owner(), "report.pdf")
+    }
+
+    fn registered() -> DocumentEvent {
+        DocumentEvent::DocumentRegistered {
+            document_id: document_id(),
+            tenant_id: owner(),
+            file_name: name("report.pdf"),
+            content_type: "application/pdf".into(),
+            size_bytes: 1234,
+            sha256: "ab".repeat(32),
+            object_key: format!("uploads/{}", document_id()),
+        }
+    }
+
+    const LEASE_MINUTES: i64 = 5;
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn start(worker: &str, now: DateTime<Utc>) -> DocumentCommand {
+        DocumentCommand::StartProcessing {
+            worker: worker.into(),
+            now,
+            lease_for: Duration::minutes(LEASE_MINUTES),
+            max_attempts: MAX_ATTEMPTS,
+        }
+    }
+
+    fn started(worker: &str, attempt: u32, now: DateTime<Utc>) -> DocumentEvent {
+        DocumentEvent::ProcessingStarted {
+            worker: worker.into(),
+            attempt,
+            lease_expires_at: now + Duration::minutes(LEASE_MINUTES),
+        }
+    }
+
+    fn artifact() -> ArtifactRef {
+        ArtifactRef {
+            object_key: "artifacts/report.json".into(),
+            sha256: "cd".repeat(32),
+            chunk_count: 12,
+            embedder: "hash-embedder".into(),
+            dimensions: 384,
+        }
+    }
+
+    fn complete(worker: &str) -> DocumentCommand {
+        DocumentCommand::CompleteProcessing {
+            worker: worker.into(),
+            artifact: artifact(),
+        }
+    }
+
+    fn fail(worker: &str, reason: &str) -> DocumentCommand {
+        DocumentCommand::FailProcessing {
+            worker: worker.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn processed() -> DocumentEvent {
+        DocumentEvent::DocumentProcessed { artifact: artifact() }
+    }
+
+    fn deleted() -> DocumentEvent {
+        DocumentEvent::DocumentDeleted {}
+    }
+
+    #[test]
+    fn register_records_a_pending_document() {
+        let state = Scenario::<Document>::given_no_events()
+            .when(register())
+            .then_expect([registered()]);
+        assert_eq!(state.id, Some(document_id()));
+        assert_eq!(state.tenant_id, Some(owner()));
+        assert_eq!(state.status, Some(DocumentStatus::Pending));
+        assert_eq!(state.attempts, 0);
+        assert_eq!(state.lease, None);
+    }
+
+    #[test]
+    fn register_twice_is_already_exists() {
+        Scenario::<Document>::given([registered()])
+            .when(register())
+            .then_reject(|error| matches!(error, DomainError::AlreadyExists { entity: "document", .. }));
+    }
+
+    #[test]
+    fn the_document_id_must_be_derived_from_tenant_and_file_name() {
+        // another file name of the same tenant
+        Scenario::<Document>::given_no_events()
+            .when(register_as(document_id(), owner(), "other.pdf"))
+            .then_reject(is_invalid("document_id"));
+        // the same file name of another tenant
+        Scenario::<Document>::given_no_events()
+            .when(register_as(document_id(), other_tenant(), "report.pdf"))
+            .then_reject(is_invalid("document_id"));
+        // a random id
+        Scenario::<Document>::given_no_events()
+            .when(register_as(DocumentId(Uuid::new_v4()), owner(), "report.pdf"))
+            .then_reject(is_invalid("document_id"));
+    }
+
+    #[test]
+    fn file_names_are_trimmed_and_at_most_255_bytes() {
+        assert_eq!(name("  report.pdf\t").as_str(), "report.pdf");
+        assert_eq!(name(&"a".repeat(255)).as_str().len(), 255);
+        assert_eq!(name("..hidden").as_str(), "..hidden");
+        assert_eq!(name("résumé v2.PDF").as_str(), "résumé v2.PDF");
+    }
+
+    #[test]
+    fn unsafe_file_names_are_invalid() {
+        let long_ascii = "a".repeat(256);
+        // 128 two-byte characters: 256 bytes although only 128 characters
+        let long_multibyte = "é".repeat(128);
+        for raw in [
+            "",
+            "   ",
+            ".",
+            "..",
+            " .. ",
+            "a/b.txt",
+            "../etc/passwd",
+            "a\\b.txt",
+            "..\\windows",
+            "nul\u{0}byte",
+            "line\nbreak",
+            "tab\tinside",
+            "escape\u{1b}[31m",
+            "del\u{7f}",
+            long_ascii.as_str(),
+            long_multibyte.as_str(),
+        ] {
+            let error = FileName::parse(raw).expect_err(raw);
+            assert!(is_invalid("file_name")(&error), "{raw:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn file_name_extension_is_lowercase_and_ignores_dot_files() {
+        assert_eq!(name("report.MD").extension().as_deref(), Some("md"));
+        assert_eq!(name("archive.tar.GZ").extension().as_deref(), Some("gz"));
+        assert_eq!(name(".bashrc").extension(), None);
+        assert_eq!(name("Makefile").extension(), None);
+    }
+
+    #[test]
+    fn a_deleted_document_can_be_registered_again_from_scratch() {
+        let state = Scenario::<Document>::given([
+            registered(),
+            started("w1", 1, at(0)),
+            processed(),
+            deleted(),
+        ])
+        .when(register())
+        .then_expect([registered()]);
+        assert_eq!(state, Document::replay(&[registered()]));
+        assert!(!state.deleted);
+        assert_eq!(state.artifact, None);
+    }
+
+    #[test]
+    fn start_processing_takes_the_lease_of_a_pending_document() {
+        let state = Scenario::<Document>::given([registered()])
+            .when(start("w1", at(0)))
+            .then_expect([started("w1", 1, at(0))]);
+        assert_eq!(state.status, Some(DocumentStatus::Processing));
+        assert_eq!(state.attempts, 1);
+        assert_eq!(
+            state.lease,
+            Some(Lease {
+                worker: "w1".into(),
+                expires_at: at(LEASE_MINUTES),
+            })
+        );
+    }
+
+    #[test]
+    fn a_live_lease_of_another_worker_is_lease_held() {
+        let error = Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(start("w2", at(LEASE_MINUTES) - Duration::seconds(1)))
+            .then_error_code("lease_held");
+        assert_eq!(
+            error,
+            DomainError::LeaseHeld {
+                document_id: document_id().to_string(),
+                holder: "w1".into(),
+                until: at(LEASE_MINUTES),
+            }
+        );
+    }
+
+    #[test]
+    fn the_holder_asking_again_is_an_accepted_no_op() {
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(start("w1", at(1)))
+            .then_expect_no_events();
+        assert_eq!(state.attempts, 1);
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over_with_the_next_attempt() {
+        // the lease ends at its expiry instant: taking over exactly then is allowed
+        let takeover_at = at(LEASE_MINUTES);
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(start("w2", takeover_at))
+            .then_expect([started("w2", 2, takeover_at)]);
+        assert_eq!(state.attempts, 2);
+        assert_eq!(state.lease.map(|lease| lease.worker), Some("w2".into()));
+    }
+
+    #[test]
+    fn an_expired_lease_after_max_attempts_fails_the_document() {
+        let state = Scenario::<Document>::given([
+            registered(),
+            started("w1", 1, at(0)),
+            started("w2", 2, at(10)),
+            started("w3", 3, at(20)),
+        ])
+        .when(start("w4", at(30)))
+        .then_expect([DocumentEvent::ProcessingFailed {
+            reason: "processing lease expired 3 times without a result".into(),
+            attempt: MAX_ATTEMPTS,
+        }]);
+        assert_eq!(state.status, Some(DocumentStatus::Failed));
+        assert_eq!(state.lease, None);
+    }
+
+    #[test]
+    fn the_lease_holder_completes_processing() {
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(complete("w1"))
+            .then_expect([processed()]);
+        assert_eq!(state.status, Some(DocumentStatus::Success));
+        assert_eq!(state.artifact, Some(artifact()));
+        assert_eq!(state.lease, None);
+    }
+
+    #[test]
+    fn only_the_lease_holder_completes_or_fails() {
+        let not_holder = |worker: &'static str| {
+            move |error: &DomainError| {
+                matches!(error, DomainError::NotLeaseHolder { worker: w, .. } if w == worker)
+            }
+        };
+        let processing = [registered(), started("w1", 1, at(0))];
+        Scenario::<Document>::given(processing.clone())
+            .when(complete("w2"))
+            .then_reject(not_holder("w2"));
+        Scenario::<Document>::given(processing)
+            .when(fail("w2", "boom"))
+            .then_reject(not_holder("w2"));
+
+        // a worker whose expired lease was taken over is no longer the holder
+        let taken_over = [registered(), started("w1", 1, at(0)), started("w2", 2, at(10))];
+        Scenario::<Document>::given(taken_over.clone())
+            .when(complete("w1"))
+            .then_reject(not_holder("w1"));
+        Scenario::<Document>::given(taken_over)
+            .when(fail("w1", "boom"))
+            .then_reject(not_holder("w1"));
+
+        // nobody holds the lease of a pending or finished document
+        for history in [
+            vec![registered()],
+            vec![registered(), started("w1", 1, at(0)), processed()],
+        ] {
+            Scenario::<Document>::given(history.clone())
+                .when(complete("w1"))
+                .then_error_code("not_lease_holder");
+            Scenario::<Document>::given(history)
+                .when(fail("w1", "boom"))
+                .then_error_code("not_lease_holder");
+        }
+    }
+
+    #[test]
+    fn the_lease_holder_fails_processing_with_a_trimmed_reason() {
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0)), started("w2", 2, at(10))])
+            .when(fail("w2", "  unsupported encoding \n"))
+            .then_expect([DocumentEvent::ProcessingFailed {
+                reason: "unsupported encoding".into(),
+                attempt: 2,
+            }]);
+        assert_eq!(state.status, Some(DocumentStatus::Failed));
+        assert_eq!(state.error.as_deref(), Some("unsupported encoding"));
+        assert_eq!(state.lease, None);
+    }
+
+    #[test]
+    fn a_failure_reason_is_required_and_truncated_to_2000_characters() {
+        Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(fail("w1", " \n "))
+            .then_reject(is_invalid("reason"));
+        Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(fail("w1", &"é".repeat(2500)))
+            .then_expect([DocumentEvent::ProcessingFailed {
+                reason: "é".repeat(2000),
+                attempt: 1,
+            }]);
+    }
+
+    #[test]
+    fn a_processed_or_failed_document_cannot_be_started_again() {
+        Scenario::<Document>::given([registered(), started("w1", 1, at(0)), processed()])
+            .when(start("w2", at(60)))
+            .then_reject(|error| matches!(error, DomainError::Conflict(message) if message.contains("already processed")));
+        Scenario::<Document>::given([
+            registered(),
+            started("w1", 1, at(0)),
+            DocumentEvent::ProcessingFailed {
+                reason: "boom".into(),
+                attempt: 1,
+            },
+        ])
+        .when(start("w2", at(60)))
+        .then_reject(|error| matches!(error, DomainError::Conflict(message) if message.contains("failed")));
+    }
+
+    #[test]
+    fn delete_marks_the_document_deleted_and_drops_its_lease() {
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(DocumentCommand::Delete)
+            .then_expect([deleted()]);
+        assert!(state.deleted);
+        assert_eq!(state.lease, None);
+    }
+
+    #[test]
+    fn every_command_but_register_on_a_deleted_document_is_not_found() {
+        for command in [
+            start("w1", at(0)),
+            complete("w1"),
+            fail("w1", "boom"),
+            DocumentCommand::Delete,
+        ] {
+            Scenario::<Document>::given([registered(), started("w1", 1, at(0)), deleted()])
+                .when(command)
+                .then_reject(|error| {
+                    matches!(error, DomainError::NotFound { entity: "document", id } if *id == document_id().to_string())
+                });
+        }
+    }
+
+    #[test]
+    fn every_command_but_register_on_an_unregistered_document_is_not_found() {
+        for command in [
+            start("w1", at(0)),
+            complete("w1"),
+            fail("w1", "boom"),
+            DocumentCommand::Delete,
+        ] {
+            Scenario::<Document>::given_no_events()
+                .when(command)
+                .then_error_code("not_found");
+        }
+    }
+}
+
+mod knowledge_base {
+    use super::*;
+
+    fn owner() -> TenantId {
+        TenantId::for_email("ada@example.com")
+    }
+
+    fn kb_id() -> KnowledgeBaseId {
+        KnowledgeBaseId(Uuid::from_u128(42))
+    }
+
+    fn own_document(n: u32) -> DocumentId {
+        DocumentId::for_file(owner(), &format!("doc-{n}.txt"))
+    }
+
+    fn create(name: &str, category: Option<&str>) -> KnowledgeBaseCommand {
+        KnowledgeBaseCommand::Create {
+            knowledge_base_id: kb_id(),
+            tenant_id: owner(),
+            name: name.into(),
+            category: category.map(Into::into),
+        }
+    }
+
+    fn created() -> KnowledgeBaseEvent {
+        KnowledgeBaseEvent::KnowledgeBaseCreated {
+            knowledge_base_id: kb_id(),
+            tenant_id: owner(),
+            name: "papers".into(),
+            category: Some("research".into()),
+        }
+    }
+
+    fn add(document_id: DocumentId) -> KnowledgeBaseCommand {
+        KnowledgeBaseCommand::AddDocument {
+            document_id,
+            document_tenant: owner(),
+        }
+    }
+
+    fn added(document_id: DocumentId) -> KnowledgeBaseEvent {
+        KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id }
+    }
+
+    fn remove(document_id: DocumentId) -> KnowledgeBaseCommand {
+        KnowledgeBaseCommand::RemoveDocument { document_id }
+    }
+
+    fn removed(document_id: DocumentId) -> KnowledgeBaseEvent {
+        KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { document_id }
+    }
+
+    fn deleted() -> KnowledgeBaseEvent {
+        KnowledgeBaseEvent::KnowledgeBaseDeleted {}
+    }
+
+    #[test]
+    fn create_records_the_trimmed_name_and_category() {
+        let state = Scenario::<KnowledgeBase>::given_no_events()
+            .when(create("  papers ", Some(" research\n")))
+            .then_expect([created()]);
+        assert_eq!(state.id, Some(kb_id()));
+        assert_eq!(state.tenant_id, Some(owner()));
+        assert_eq!(state.name, "papers");
+        assert!(state.documents.is_empty());
+    }
+
+    #[test]
+    fn create_without_category() {
+        Scenario::<KnowledgeBase>::given_no_events()
+            .when(create("papers", None))
+            .then_expect([KnowledgeBaseEvent::KnowledgeBaseCreated {
+                knowledge_base_id: kb_id(),
+                tenant_id: owner(),
+                name: "papers".into(),
+                category: None,
+            }]);
+    }
+
+    #[test]
+    fn names_are_1_to_200_and_categories_1_to_100_printable_characters() {
+        Scenario::<KnowledgeBase>::given_no_events()
+            .when(create(&"n".repeat(200), Some(&"c".repeat(100))))
+            .then_expect([KnowledgeBaseEvent::KnowledgeBaseCreated {
+                knowledge_base_id: kb_id(),
+                tenant_id: owner(),
+                name: "n".repeat(200),
+                category: Some("c".repeat(100)),
+            }]);
+        for name in [String::new(), "  ".into(), "n".repeat(201), "new\nline".into()] {
+            Scenario::<KnowledgeBase>::given_no_events()
+                .when(create(&name, None))
+                .then_reject(is_invalid("name"));
+        }
+        for category in [String::new(), "\t".into(), "c".repeat(101), "bell\u{7}".into()] {
+            Scenario::<KnowledgeBase>::given_no_events()
+                .when(create("papers", Some(&category)))
+                .then_reject(is_invalid("category"));
+        }
+    }
+
+    #[test]
+    fn create_twice_is_already_exists_even_after_delete() {
+        Scenario::<KnowledgeBase>::given([created()])
+            .when(create("papers", None))
+            .then_reject(|error| matches!(error, DomainError::AlreadyExists { entity: "knowledge base", .. }));
+        Scenario::<KnowledgeBase>::given([created(), deleted()])
+            .when(create("papers", None))
+            .then_error_code("already_exists");
+    }
+
+    #[test]
+    fn add_document_links_an_own_document() {
+        let state = Scenario::<KnowledgeBase>::given([created()])
+            .when(add(own_document(1)))
+            .then_expect([added(own_document(1))]);
+        assert!(state.documents.contains(&own_document(1)));
+    }
+
+    #[test]
+    fn another_tenants_document_is_not_found() {
+        let foreign = DocumentId::for_file(TenantId::for_email("bob@example.com"), "doc-1.txt");
+        Scenario::<KnowledgeBase>::given([created()])
+            .when(KnowledgeBaseCommand::AddDocument {
+                document_id: foreign,
+                document_tenant: TenantId::for_email("bob@example.com"),
+            })
+            .then_reject(|error| {
+                matches!(error, DomainError::NotFound { entity: "document", id } if *id == foreign.to_string())
+            });
+    }
+
+    #[test]
+    fn adding_a_linked_document_again_is_already_exists() {
+        Scenario::<KnowledgeBase>::given([created(), added(own_document(1))])
+            .when(add(own_document(1)))
+            .then_reject(|error| {
+                matches!(error, DomainError::AlreadyExists { entity: "knowledge base document", .. })
+            });
+    }
+
+    #[test]
+    fn remove_document_unlinks_it() {
+        let state = Scenario::<KnowledgeBase>::given([created(), added(own_document(1)), added(own_document(2))])
+            .when(remove(own_document(1)))
+            .then_expect([removed(own_document(1))]);
+        assert_eq!(state.documents.into_iter().collect::<Vec<_>>(), [own_document(2)]);
+    }
+
+    #[test]
+    fn removing_an_unlinked_document_is_not_found() {
+        Scenario::<KnowledgeBase>::given([created(), added(own_document(1))])
+            .when(remove(own_document(2)))
+            .then_reject(|error| {
+                matches!(error, DomainError::NotFound { entity: "knowledge base document", .. })
+            });
+        Scenario::<KnowledgeBase>::given([created(), added(own_document(1)), removed(own_document(1))])
+            .when(remove(own_document(1)))
+            .then_error_code("not_found");
+    }
+
+    #[test]
+    fn delete_marks_the_knowledge_base_deleted() {
+        let state = Scenario::<KnowledgeBase>::given([created(), added(own_document(1))])
+            .when(KnowledgeBaseCommand::Delete)
+            .then_expect([deleted()]);
+        assert!(state.deleted);
+    }
+
+    #[test]
+    fn every_command_but_create_on_a_deleted_or_missing_knowledge_base_is_not_found() {
+        let commands = || {
+            [
+                add(own_document(2)),
+                remove(own_document(1)),
+                KnowledgeBaseCommand::Delete,
+            ]
+        };
+        for command in commands() {
+            Scenario::<KnowledgeBase>::given([created(), added(own_document(1)), deleted()])
+                .when(command)
+                .then_reject(|error| {
+                    matches!(error, DomainError::NotFound { entity: "knowledge base", id } if *id == kb_id().to_string())
+                });
+        }
+        for command in commands() {
+            Scenario::<KnowledgeBase>::given_no_events()
+                .when(command)
+                .then_error_code("not_found");
+        }
+    }
+}
+
+mod stored_events {
+    use super::*;
+
+    /// One sample of every tenant event; the exhaustive match fails to
+    /// compile when a variant is added, so the sample list cannot fall behind.
+    fn tenant_events() -> Vec<TenantEvent> {
+        let samples = vec![
+            TenantEvent::TenantRegistered {
+                tenant_id: TenantId::for_email("ada@example.com"),
+                email: Email::parse("ada@example.com").expect("valid email"),
+                role: Role::Admin,
+            },
+            TenantEvent::ApiKeyIssued {
+                key_id: ApiKeyId("key-1".into()),
+                secret_hash: "hash".into(),
+                role: Role::User,
+                label: Some("laptop \"quoted\" ✓".into()),
+                expires_at: Some(at(60) + Duration::nanoseconds(123_456_789)),
+            },
+            TenantEvent::ApiKeyIssued {
+                key_id: ApiKeyId("key-2".into()),
+                secret_hash: "hash".into(),
+                role: Role::Admin,
+                label: None,
+                expires_at: None,
+            },
+            TenantEvent::ApiKeyRevoked {
+                key_id: ApiKeyId("key-1".into()),
+            },
+        ];
+        assert_covers_every_variant(&samples, 3, |event| match event {
+            TenantEvent::TenantRegistered { .. } => 0,
+            TenantEvent::ApiKeyIssued { .. } => 1,
+            TenantEvent::ApiKeyRevoked { .. } => 2,
+        });
+        samples
+    }
+
+    fn document_events() -> Vec<DocumentEvent> {
+        let tenant_id = TenantId::for_email("ada@example.com");
+        let samples = vec![
+            DocumentEvent::DocumentRegistered {
+                document_id: DocumentId::for_file(tenant_id, "résumé.pdf"),
+                tenant_id,
+                file_name: FileName::parse("résumé.pdf").expect("valid file name"),
+                content_type: "application/pdf".into(),
+                size_bytes: u64::MAX,
+                sha256: "ab".repeat(32),
+                object_key: "uploads/x".into(),
+            },
+            DocumentEvent::ProcessingStarted {
+                worker: "w1".into(),
+                attempt: 1,
+                lease_expires_at: at(5) + Duration::nanoseconds(1),
+            },
+            DocumentEvent::DocumentProcessed {
+                artifact: ArtifactRef {
+                    object_key: "artifacts/x".into(),
+                    sha256: "cd".repeat(32),
+                    chunk_count: 3,
+                    embedder: "hash-embedder".into(),
+                    dimensions: 384,
+                },
+            },
+            DocumentEvent::ProcessingFailed {
+                reason: "line one\nline two".into(),
+                attempt: u32::MAX,
+            },
+            DocumentEvent::DocumentDeleted {},
+        ];
+        assert_covers_every_variant(&samples, 5, |event| match event {
+            DocumentEvent::DocumentRegistered { .. } => 0,
+            DocumentEvent::ProcessingStarted { .. } => 1,
+            DocumentEvent::DocumentProcessed { .. } => 2,
+            DocumentEvent::ProcessingFailed { .. } => 3,
+            DocumentEvent::DocumentDeleted { .. } => 4,
+        });
+        samples
+    }
+
+    fn knowledge_base_events() -> Vec<KnowledgeBaseEvent> {
+        let tenant_id = TenantId::for_email("ada@example.com");
+        let document_id = DocumentId::for_file(tenant_id, "a.txt");
+        let samples = vec![
+            KnowledgeBaseEvent::KnowledgeBaseCreated {
+                knowledge_base_id: KnowledgeBaseId(Uuid::from_u128(7)),
+                tenant_id,
+                name: "papers".into(),
+                category: Some("research".into()),
+            },
+            KnowledgeBaseEvent::KnowledgeBaseCreated {
+                knowledge_base_id: KnowledgeBaseId(Uuid::from_u128(8)),
+                tenant_id,
+                name: "notes".into(),
+                category: None,
+            },
+            KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id },
+            KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { document_id },
+            KnowledgeBaseEvent::KnowledgeBaseDeleted {},
+        ];
+        assert_covers_every_variant(&samples, 4, |event| match event {
+            KnowledgeBaseEvent::KnowledgeBaseCreated { .. } => 0,
+            KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { .. } => 1,
+            KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { .. } => 2,
+            KnowledgeBaseEvent::KnowledgeBaseDeleted { .. } => 3,
+        });
+        samples
+    }
+
+    fn assert_covers_every_variant<E: std::fmt::Debug>(
+        samples: &[E],
+        variant_count: usize,
+        variant_index: impl Fn(&E) -> usize,
+    ) {
+        let covered: std::collections::BTreeSet<usize> = samples.iter().map(variant_index).collect();
+        assert_eq!(
+            covered,
+            (0..variant_count).collect(),
+            "samples {samples:?} miss a variant"
+        );
+    }
+
+    /// Every sample, wrapped as the log holds it, with its stream category.
+    fn all_events() -> Vec<(&'static str, AnyEvent)> {
+        let tenant = tenant_events()
+            .into_iter()
+            .map(|event| (Tenant::CATEGORY, AnyEvent::Tenant(event)));
+        let document = document_events()
+            .into_iter()
+            .map(|event| (Document::CATEGORY, AnyEvent::Document(event)));
+        let knowledge_base = knowledge_base_events()
+            .into_iter()
+            .map(|event| (KnowledgeBase::CATEGORY, AnyEvent::KnowledgeBase(event)));
+        tenant.chain(document).chain(knowledge_base).collect()
+    }
+
+    fn stored_form(event: &AnyEvent) -> (&'static str, serde_json::Value) {
+        match event {
+            AnyEvent::Tenant(event) => (event.event_type(), event.to_data()),
+            AnyEvent::Document(event) => (event.event_type(), event.to_data()),
+            AnyEvent::KnowledgeBase(event) => (event.event_type(), event.to_data()),
+        }
+    }
+
+    fn assert_payload_round_trip<E: EventPayload>(event: &E) {
+        let data = event.to_data();
+        assert!(data.is_object(), "{event:?} stored as {data}");
+        // stored as text, read back as text
+        let data = serde_json::from_str(&data.to_string()).expect("stored data is json");
+        let decoded = E::from_data(event.event_type(), SCHEMA_VERSION, data);
+        assert_eq!(decoded.as_ref(), Ok(event));
+    }
+
+    #[test]
+    fn every_event_decodes_from_its_type_and_data() {
+        for event in tenant_events() {
+            assert_payload_round_trip(&event);
+        }
+        for event in document_events() {
+            assert_payload_round_trip(&event);
+        }
+        for event in knowledge_base_events() {
+            assert_payload_round_trip(&event);
+        }
+    }
+
+    #[test]
+    fn every_event_decodes_as_any_event_by_its_stream_category() {
+        for (category, event) in all_events() {
+            let (event_type, data) = stored_form(&event);
+            assert_eq!(event.event_type(), event_type);
+            let decoded = AnyEvent::decode(category, event_type, SCHEMA_VERSION, data);
+            assert_eq!(decoded, Ok(event));
+        }
+    }
+
+    #[test]
+    fn the_stored_data_holds_the_fields_without_the_type_tag() {
+        let data = TenantEvent::ApiKeyRevoked {
+            key_id: ApiKeyId("key-1".into()),
+        }
+        .to_data();
+        assert_eq!(data, serde_json::json!({ "key_id": "key-1" }));
+        assert_eq!(DocumentEvent::DocumentDeleted {}.to_data(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_rejected() {
+        for (category, event) in all_events() {
+            let (event_type, data) = stored_form(&event);
+            for schema_version in [0, SCHEMA_VERSION + 1, u16::MAX] {
+                let decoded = AnyEvent::decode(category, event_type, schema_version, data.clone());
+                assert_eq!(
+                    decoded,
+                    Err(EventDecodeError::UnsupportedSchemaVersion {
+                        event_type: event_type.into(),
+                        schema_version,
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_category_is_rejected() {
+        let decoded = AnyEvent::decode("invoice", "TenantRegistered", SCHEMA_VERSION, serde_json::json!({}));
+        assert_eq!(decoded, Err(EventDecodeError::UnknownCategory("invoice".into())));
+    }
+
+    #[test]
+    fn an_event_under_the_wrong_category_or_type_is_malformed() {
+        let revoked = serde_json::json!({ "key_id": "key-1" });
+        for (category, event_type) in [
+            (Document::CATEGORY, "ApiKeyRevoked"),
+            (Tenant::CATEGORY, "ApiKeyExploded"),
+            (Tenant::CATEGORY, "TenantRegistered"),
+        ] {
+            let decoded = AnyEvent::decode(category, event_type, SCHEMA_VERSION, revoked.clone());
+            assert!(
+                matches!(&decoded, Err(EventDecodeError::Malformed { event_type: t, .. }) if t == event_type),
+                "{category}/{event_type} gave {decoded:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_published_schemas_name_every_event_type() {
+        let schemas = event_schemas();
+        for (category, event) in all_events() {
+            let schema = schemas
+                .get(category)
+                .unwrap_or_else(|| panic!("no schema for category {category}"))
+                .to_string();
+            let event_type = event.event_type();
+            assert!(
+                schema.contains(&format!("\"{event_type}\"")),
+                "the {category} schema does not mention {event_type}"
+            );
+        }
+    }
+}

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS events_commit_position_idx;
+DROP TABLE IF EXISTS events;
