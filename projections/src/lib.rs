@@ -2,4 +2,5 @@
 //! to projections from their checkpoints, the registry tables, and one vector
 //! index per knowledge base.
 
+pub mod registry;
 pub mod runtime;

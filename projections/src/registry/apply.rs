@@ -1,0 +1,459 @@
+//! Applying the log to the registry tables.
+//!
+//! A batch is applied in one transaction together with the checkpoint and
+//! the highest version applied per stream. Delivery is at-least-once, and a
+//! redelivered event is recognised by its stream's applied version rather
+//! than by the checkpoint alone: on Postgres the log is ordered by commit,
+//! so per-stream versions are the one order every delivery agrees on.
+
+use std::collections::HashMap;
+
+use actors::db::Database;
+use actors::store::RecordedEvent;
+use chrono::{DateTime, Utc};
+use domain::document::DocumentEvent;
+use domain::knowledge_base::KnowledgeBaseEvent;
+use domain::tenant::TenantEvent;
+use domain::{AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
+use uuid::Uuid;
+
+use super::{database_error, Param, Transaction, REGISTRY_PROJECTION};
+use crate::runtime::ProjectionError;
+
+pub(super) async fn load_checkpoint(db: &Database) -> Result<LogPosition, sqlx::Error> {
+    let row = super::fetch_optional(
+        db,
+        "SELECT commit_pos, position FROM projection_checkpoints WHERE name = $1",
+        &[Param::text(REGISTRY_PROJECTION)],
+    )
+    .await?;
+    let Some(row) = row else {
+        return Ok(LogPosition::START);
+    };
+    Ok(LogPosition {
+        commit: row.bookkeeping_int("commit_pos")?,
+        position: row.bookkeeping_int("position")?,
+    })
+}
+
+pub(super) async fn apply_batch(db: &Database, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    let mut transaction = Transaction::begin(db).await.map_err(database_error)?;
+    let mut applied = AppliedVersions::default();
+    let mut skipped = 0usize;
+    for event in events {
+        let applied_version = applied.get(&mut transaction, event).await.map_err(database_error)?;
+        if event.stream_version <= applied_version {
+            skipped += 1;
+            continue;
+        }
+        apply_event(&mut transaction, event)
+            .await
+            .map_err(|error| match error {
+                ApplyError::Database(source) => database_error(source),
+                ApplyError::Event(reason) => ProjectionError::Event {
+                    projection: REGISTRY_PROJECTION.to_owned(),
+                    event_id: event.event_id,
+                    position: event.log_position,
+                    reason,
+                },
+            })?;
+        applied.advance(event);
+    }
+    applied.store(&mut transaction).await.map_err(database_error)?;
+    store_checkpoint(&mut transaction, last.log_position, last.recorded_at)
+        .await
+        .map_err(database_error)?;
+    transaction.commit().await.map_err(database_error)?;
+    if skipped > 0 {
+        tracing::debug!(
+            projection = REGISTRY_PROJECTION,
+            skipped,
+            until = %last.log_position,
+            "skipped events already applied"
+        );
+    }
+    Ok(())
+}
+
+/// Why one event could not be applied: the database failed (worth a
+/// retry), or the event itself cannot be understood (it never will be).
+enum ApplyError {
+    Database(sqlx::Error),
+    Event(String),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        ApplyError::Database(error)
+    }
+}
+
+/// The highest version applied per stream, as loaded in this transaction
+/// plus what it has applied since.
+#[derive(Default)]
+struct AppliedVersions {
+    versions: HashMap<String, i64>,
+    changed: Vec<String>,
+}
+
+impl AppliedVersions {
+    async fn get(&mut self, transaction: &mut Transaction, event: &RecordedEvent) -> Result<i64, sqlx::Error> {
+        let stream = event.stream_id.as_str();
+        if let Some(version) = self.versions.get(stream) {
+            return Ok(*version);
+        }
+        let row = transaction
+            .fetch_optional(
+                "SELECT version FROM projection_applied WHERE projection = $1 AND stream_id = $2",
+                &[Param::text(REGISTRY_PROJECTION), Param::text(stream)],
+            )
+            .await?;
+        let version = match row {
+            None => 0,
+            Some(row) => row.bookkeeping_int("version")?,
+        };
+        self.versions.insert(stream.to_owned(), version);
+        Ok(version)
+    }
+
+    fn advance(&mut self, event: &RecordedEvent) {
+        let stream = event.stream_id.as_str();
+        debug_assert!(self.versions.contains_key(stream), "advance before get for {stream}");
+        self.versions.insert(stream.to_owned(), event.stream_version);
+        if !self.changed.iter().any(|changed| changed == stream) {
+            self.changed.push(stream.to_owned());
+        }
+    }
+
+    async fn store(&self, transaction: &mut Transaction) -> Result<(), sqlx::Error> {
+        for stream in &self.changed {
+            let version = self.versions.get(stream).copied().unwrap_or_default();
+            transaction
+                .execute(
+                    "INSERT INTO projection_applied (projection, stream_id, version) VALUES ($1, $2, $3) \
+                     ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version \
+                     WHERE projection_applied.version < excluded.version",
+                    &[
+                        Param::text(REGISTRY_PROJECTION),
+                        Param::text(stream),
+                        Param::Int(version),
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the checkpoint forward to `position`; a redelivered batch that
+/// ends before the checkpoint leaves it where it is.
+async fn store_checkpoint(
+    transaction: &mut Transaction,
+    position: LogPosition,
+    recorded_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    transaction
+        .execute(
+            "INSERT INTO projection_checkpoints (name, commit_pos, position, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET commit_pos = excluded.commit_pos, position = excluded.position, \
+             updated_at = excluded.updated_at \
+             WHERE (projection_checkpoints.commit_pos, projection_checkpoints.position) \
+             < (excluded.commit_pos, excluded.position)",
+            &[
+                Param::text(REGISTRY_PROJECTION),
+                Param::Int(position.commit),
+                Param::Int(position.position),
+                Param::Time(recorded_at),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn apply_event(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ApplyError> {
+    let decoded = AnyEvent::decode(
+        event.stream_id.category(),
+        &event.event_type,
+        event.schema_version,
+        event.payload.clone(),
+    )
+    .map_err(|error| ApplyError::Event(error.to_string()))?;
+    let stream_entity = stream_entity_id(event)?;
+    let at = event.recorded_at;
+    match decoded {
+        AnyEvent::Tenant(tenant_event) => apply_tenant(transaction, TenantId(stream_entity), tenant_event, at).await,
+        AnyEvent::Document(document_event) => {
+            apply_document(transaction, DocumentId(stream_entity), document_event, at).await
+        }
+        AnyEvent::KnowledgeBase(kb_event) => {
+            apply_knowledge_base(transaction, KnowledgeBaseId(stream_entity), kb_event, at).await
+        }
+    }
+}
+
+/// The id of the entity a stream belongs to: the uuid after its category.
+fn stream_entity_id(event: &RecordedEvent) -> Result<Uuid, ApplyError> {
+    let stream = event.stream_id.as_str();
+    let suffix = stream.get(event.stream_id.category().len() + 1..).unwrap_or_default();
+    Uuid::parse_str(suffix)
+        .map_err(|error| ApplyError::Event(format!("stream {stream} does not end in an entity uuid: {error}")))
+}
+
+/// An event naming an entity other than its stream's would land its rows
+/// on the wrong key.
+fn check_same_entity(stream: Uuid, named: Uuid, what: &str) -> Result<(), ApplyError> {
+    if stream == named {
+        Ok(())
+    } else {
+        Err(ApplyError::Event(format!(
+            "event names {what} {named} but belongs to the stream of {stream}"
+        )))
+    }
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, ApplyError> {
+    i64::try_from(value).map_err(|_| ApplyError::Event(format!("{what} {value} does not fit a signed 64-bit integer")))
+}
+
+async fn apply_tenant(
+    transaction: &mut Transaction,
+    tenant: TenantId,
+    event: TenantEvent,
+    at: DateTime<Utc>,
+) -> Result<(), ApplyError> {
+    match event {
+        TenantEvent::TenantRegistered { tenant_id, email, role } => {
+            check_same_entity(tenant.0, tenant_id.0, "tenant")?;
+            transaction
+                .execute(
+                    "INSERT INTO user_clients (id, email, role, created_at, updated_at) \
+                     VALUES ($1, $2, $3::role_type, $4, $4)",
+                    &[
+                        Param::Uuid(tenant.0),
+                        Param::text(email.as_str()),
+                        Param::text(role.as_str()),
+                        Param::Time(at),
+                    ],
+                )
+                .await?;
+        }
+        TenantEvent::ApiKeyIssued {
+            key_id,
+            secret_hash,
+            role,
+            label,
+            expires_at,
+        } => {
+            transaction
+                .execute(
+                    "INSERT INTO api_keys (key_id, user_id, secret_hash, role, label, created_at, expires_at, \
+                     revoked_at) VALUES ($1, $2, $3, $4::role_type, $5, $6, $7, NULL)",
+                    &[
+                        Param::Text(key_id.0),
+                        Param::Uuid(tenant.0),
+                        Param::Text(secret_hash),
+                        Param::text(role.as_str()),
+                        Param::OptText(label),
+                        Param::Time(at),
+                        Param::OptTime(expires_at),
+                    ],
+                )
+                .await?;
+        }
+        TenantEvent::ApiKeyRevoked { key_id } => {
+            transaction
+                .execute(
+                    "UPDATE api_keys SET revoked_at = $3 WHERE key_id = $1 AND user_id = $2",
+                    &[Param::Text(key_id.0), Param::Uuid(tenant.0), Param::Time(at)],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_document(
+    transaction: &mut Transaction,
+    document: DocumentId,
+    event: DocumentEvent,
+    at: DateTime<Utc>,
+) -> Result<(), ApplyError> {
+    let id = Param::Uuid(document.0);
+    match event {
+        DocumentEvent::DocumentRegistered {
+            document_id,
+            tenant_id,
+            file_name,
+            content_type,
+            size_bytes,
+            sha256,
+            object_key,
+        } => {
+            check_same_entity(document.0, document_id.0, "document")?;
+            transaction
+                .execute(
+                    "INSERT INTO documents_registry (id, user_id, file_name, content_type, size_bytes, sha256, \
+                     object_key, lock_status, op_status, error, attempts, chunk_count, embedder, created_at, \
+                     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'UNLOCKED', 'PENDING', NULL, 0, NULL, NULL, \
+                     $8, $8)",
+                    &[
+                        id,
+                        Param::Uuid(tenant_id.0),
+                        Param::text(file_name.as_str()),
+                        Param::Text(content_type),
+                        Param::Int(to_i64(size_bytes, "size_bytes")?),
+                        Param::Text(sha256),
+                        Param::Text(object_key),
+                        Param::Time(at),
+                    ],
+                )
+                .await?;
+            // a knowledge base may have linked the document before its
+            // registration reached the registry
+            mirror_status(transaction, document, "PENDING", at).await?;
+        }
+        DocumentEvent::ProcessingStarted { attempt, .. } => {
+            transaction
+                .execute(
+                    "UPDATE documents_registry SET op_status = 'PROCESSING', lock_status = 'LOCKED', \
+                     attempts = $2, updated_at = $3 WHERE id = $1",
+                    &[id, Param::Int(i64::from(attempt)), Param::Time(at)],
+                )
+                .await?;
+            mirror_status(transaction, document, "PROCESSING", at).await?;
+        }
+        DocumentEvent::DocumentProcessed { artifact } => {
+            transaction
+                .execute(
+                    "UPDATE documents_registry SET op_status = 'SUCCESS', lock_status = 'UNLOCKED', error = NULL, \
+                     chunk_count = $2, embedder = $3, updated_at = $4 WHERE id = $1",
+                    &[
+                        id,
+                        Param::Int(i64::from(artifact.chunk_count)),
+                        Param::Text(artifact.embedder),
+                        Param::Time(at),
+                    ],
+                )
+                .await?;
+            mirror_status(transaction, document, "SUCCESS", at).await?;
+        }
+        DocumentEvent::ProcessingFailed { reason, attempt } => {
+            transaction
+                .execute(
+                    "UPDATE documents_registry SET op_status = 'FAILED', lock_status = 'UNLOCKED', error = $2, \
+                     attempts = $3, updated_at = $4 WHERE id = $1",
+                    &[id, Param::Text(reason), Param::Int(i64::from(attempt)), Param::Time(at)],
+                )
+                .await?;
+            mirror_status(transaction, document, "FAILED", at).await?;
+        }
+        DocumentEvent::DocumentDeleted {} => {
+            transaction
+                .execute(
+                    "DELETE FROM knowledge_base_documents WHERE document_id = $1",
+                    std::slice::from_ref(&id),
+                )
+                .await?;
+            transaction
+                .execute("DELETE FROM documents_registry WHERE id = $1", &[id])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a document's new status onto every knowledge base link to it.
+async fn mirror_status(
+    transaction: &mut Transaction,
+    document: DocumentId,
+    status: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    transaction
+        .execute(
+            "UPDATE knowledge_base_documents SET status = $2::op_status, updated_at = $3 WHERE document_id = $1",
+            &[Param::Uuid(document.0), Param::text(status), Param::Time(at)],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn apply_knowledge_base(
+    transaction: &mut Transaction,
+    knowledge_base: KnowledgeBaseId,
+    event: KnowledgeBaseEvent,
+    at: DateTime<Utc>,
+) -> Result<(), ApplyError> {
+    let id = Param::Uuid(knowledge_base.0);
+    match event {
+        KnowledgeBaseEvent::KnowledgeBaseCreated {
+            knowledge_base_id,
+            tenant_id,
+            name,
+            category,
+        } => {
+            check_same_entity(knowledge_base.0, knowledge_base_id.0, "knowledge base")?;
+            transaction
+                .execute(
+                    "INSERT INTO knowledge_bases (id, user_id, name, category, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                    &[
+                        id,
+                        Param::Uuid(tenant_id.0),
+                        Param::Text(name),
+                        Param::OptText(category),
+                        Param::Time(at),
+                    ],
+                )
+                .await?;
+        }
+        KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id } => {
+            // The link starts at the document's status now; a document not
+            // in the registry yet is PENDING until its registration arrives.
+            // Adding a linked document again keeps the first link.
+            transaction
+                .execute(
+                    "INSERT INTO knowledge_base_documents (knowledge_base_id, document_id, status, added_at, \
+                     updated_at) VALUES ($1, $2, COALESCE((SELECT op_status FROM documents_registry WHERE id = $2), \
+                     'PENDING'::op_status), $3, $3) ON CONFLICT (knowledge_base_id, document_id) DO NOTHING",
+                    &[id.clone(), Param::Uuid(document_id.0), Param::Time(at)],
+                )
+                .await?;
+            touch_knowledge_base(transaction, id, at).await?;
+        }
+        KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { document_id } => {
+            transaction
+                .execute(
+                    "DELETE FROM knowledge_base_documents WHERE knowledge_base_id = $1 AND document_id = $2",
+                    &[id.clone(), Param::Uuid(document_id.0)],
+                )
+                .await?;
+            touch_knowledge_base(transaction, id, at).await?;
+        }
+        KnowledgeBaseEvent::KnowledgeBaseDeleted {} => {
+            transaction
+                .execute(
+                    "DELETE FROM knowledge_base_documents WHERE knowledge_base_id = $1",
+                    std::slice::from_ref(&id),
+                )
+                .await?;
+            transaction
+                .execute("DELETE FROM knowledge_bases WHERE id = $1", &[id])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn touch_knowledge_base(transaction: &mut Transaction, id: Param, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    transaction
+        .execute(
+            "UPDATE knowledge_bases SET updated_at = $2 WHERE id = $1",
+            &[id, Param::Time(at)],
+        )
+        .await?;
+    Ok(())
+}
