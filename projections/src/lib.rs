@@ -4,3 +4,4 @@
 
 pub mod registry;
 pub mod runtime;
+pub mod vector;

@@ -1,0 +1,557 @@
+//! The vector projection: one HNSW index (hnsw_rs) per knowledge base over
+//! the chunk embeddings of the documents linked to it.
+//!
+//! A document may be linked before or after it is processed, so the
+//! projection keeps a little state per document — its artifact's key and
+//! checksum and the knowledge bases it is in — and whichever event comes
+//! second fetches the artifact and inserts the chunks. Chunks are loaded only
+//! while a document is linked somewhere, and their text is kept here, so a
+//! search never touches the object store.
+//!
+//! hnsw_rs cannot delete: removed chunks stay in the graph as tombstones
+//! that searches skip (see `index.rs`), and a graph is rebuilt once
+//! tombstones pass half its points.
+//!
+//! Delivery is at-least-once. Each event's stream version is remembered and
+//! an event at or below it is ignored, so redelivered batches change
+//! nothing. The node-local index persists a snapshot together with the
+//! checkpoint it reflects (see `snapshot.rs`): every 1,000 events or 5 s of
+//! activity, and in [`VectorProjection::persist`].
+//! On open the last complete snapshot is loaded, hnsw_rs dumps included (the
+//! loader hnsw_rs borrows from is leaked, see `index.rs`; a dump that does not
+//! reload is rebuilt from the persisted vectors instead), and
+//! [`Projection::checkpoint`] returns its position, so the runner redelivers
+//! whatever the snapshot missed.
+
+mod index;
+mod persist;
+mod snapshot;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use actors::artifact::ChunkArtifact;
+use actors::objects::{ObjectStore, ObjectStoreError};
+use actors::store::RecordedEvent;
+use async_trait::async_trait;
+use domain::document::{Document, DocumentEvent};
+use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseEvent};
+use domain::{Aggregate, AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, StreamId};
+use tokio::sync::Mutex;
+
+use crate::runtime::{Projection, ProjectionError};
+use index::{normalised, DocumentChunks, KbGraph, KbIndex, StoredChunk};
+use persist::{restore, write_snapshot};
+use snapshot::ArtifactPointer;
+
+const PROJECTION_NAME: &str = "vector";
+/// A snapshot rewrites every changed graph, so it is taken when enough has
+/// changed to be worth it rather than on every batch; what a crash loses is
+/// simply redelivered.
+const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorHit {
+    pub document_id: DocumentId,
+    pub chunk_index: u32,
+    pub text: String,
+    /// Cosine similarity to the query, in `[-1, 1]`; higher is better.
+    pub score: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    #[error(
+        "query has {actual} dimensions but knowledge base {knowledge_base_id} holds {expected}-dimensional vectors"
+    )]
+    DimensionMismatch {
+        knowledge_base_id: KnowledgeBaseId,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("query vector is unusable: {reason}")]
+    InvalidQuery { reason: String },
+    #[error("vector index i/o failed at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("vector snapshot {path} is corrupt: {reason}")]
+    CorruptSnapshot { path: PathBuf, reason: String },
+    #[error("dumping the index of knowledge base {knowledge_base_id} failed: {reason}")]
+    Dump {
+        knowledge_base_id: KnowledgeBaseId,
+        reason: String,
+    },
+    #[error("vector index task failed: {reason}")]
+    Task { reason: String },
+}
+
+/// See the module documentation.
+pub struct VectorProjection {
+    dir: PathBuf,
+    objects: Arc<dyn ObjectStore>,
+    /// Everything the log decides; held for a whole batch, a snapshot or a
+    /// reset, which serialises them.
+    state: Mutex<State>,
+    /// The graphs searches read, published apart from `state` so that a
+    /// search waits for at most one graph change, never for a whole batch.
+    indexes: RwLock<HashMap<KnowledgeBaseId, Arc<KbIndex>>>,
+}
+
+struct State {
+    checkpoint: LogPosition,
+    stream_versions: HashMap<String, i64>,
+    documents: HashMap<DocumentId, DocumentState>,
+    knowledge_bases: HashMap<KnowledgeBaseId, KnowledgeBaseState>,
+    generation: u64,
+    unsnapshotted_events: u64,
+    last_snapshot: Instant,
+}
+
+impl State {
+    fn empty() -> State {
+        State {
+            checkpoint: LogPosition::START,
+            stream_versions: HashMap::new(),
+            documents: HashMap::new(),
+            knowledge_bases: HashMap::new(),
+            generation: 0,
+            unsnapshotted_events: 0,
+            last_snapshot: Instant::now(),
+        }
+    }
+
+    fn snapshot_due(&self) -> bool {
+        self.unsnapshotted_events >= SNAPSHOT_EVERY_EVENTS
+            || (self.unsnapshotted_events > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY)
+    }
+}
+
+#[derive(Default)]
+struct DocumentState {
+    artifact: Option<ArtifactPointer>,
+    linked: BTreeSet<KnowledgeBaseId>,
+    /// Loaded while `linked` is not empty and the artifact had chunks.
+    chunks: Option<Arc<DocumentChunks>>,
+}
+
+impl DocumentState {
+    fn is_empty(&self) -> bool {
+        self.artifact.is_none() && self.linked.is_empty()
+    }
+}
+
+struct KnowledgeBaseState {
+    members: BTreeSet<DocumentId>,
+    index: Arc<KbIndex>,
+}
+
+fn event_error(event: &RecordedEvent, reason: impl Into<String>) -> ProjectionError {
+    ProjectionError::Event {
+        projection: PROJECTION_NAME.to_owned(),
+        event_id: event.event_id,
+        position: event.log_position,
+        reason: reason.into(),
+    }
+}
+
+fn io_failure(error: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Io {
+        projection: PROJECTION_NAME.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+/// The entity id at the end of a `<category>-<uuid>` stream id.
+fn stream_uuid(stream_id: &StreamId) -> Option<uuid::Uuid> {
+    let raw = stream_id.as_str();
+    raw.get(raw.len().checked_sub(36)?..)?.parse().ok()
+}
+
+/// Runs CPU-bound work that borrows the caller's state without stalling the
+/// runtime's other tasks; a current-thread runtime (tests) has no other
+/// worker to hand them to, so the work simply runs in place there.
+fn run_blocking<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Changes one graph on the blocking pool, holding its write lock.
+async fn change_graph<R: Send + 'static>(
+    index: &Arc<KbIndex>,
+    change: impl FnOnce(&mut KbGraph) -> R + Send + 'static,
+) -> Result<R, ProjectionError> {
+    let index = Arc::clone(index);
+    tokio::task::spawn_blocking(move || change(&mut index.write()))
+        .await
+        .map_err(|error| io_failure(format!("changing the index failed: {error}")))
+}
+
+impl VectorProjection {
+    /// Opens the projection in `dir`, loading the last complete snapshot. A
+    /// snapshot that fails verification is discarded with a warning and
+    /// the projection starts from the beginning of the log: the index is
+    /// derived data, and a full replay restores it.
+    pub async fn open(dir: PathBuf, objects: Arc<dyn ObjectStore>) -> Result<VectorProjection, VectorError> {
+        let root = dir.clone();
+        let (state, indexes) = tokio::task::spawn_blocking(move || restore(&root))
+            .await
+            .map_err(|error| VectorError::Task {
+                reason: error.to_string(),
+            })??;
+        Ok(VectorProjection {
+            dir,
+            objects,
+            state: Mutex::new(state),
+            indexes: RwLock::new(indexes),
+        })
+    }
+
+    /// The `top_k` chunks of knowledge base `kb` nearest to `query` by
+    /// cosine similarity, best first. An unknown or empty knowledge base
+    /// gives no hits.
+    pub async fn search(
+        &self,
+        kb: KnowledgeBaseId,
+        query: &[f32],
+        top_k: usize,
+    ) -> Result<Vec<VectorHit>, VectorError> {
+        let query = normalised(query).ok_or_else(|| VectorError::InvalidQuery {
+            reason: "it is empty, all zeros or not finite".to_owned(),
+        })?;
+        let index = self
+            .indexes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&kb)
+            .cloned();
+        let Some(index) = index else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || {
+            let graph = index.read();
+            match graph.dimension() {
+                None => Ok(Vec::new()),
+                Some(expected) if expected != query.len() => Err(VectorError::DimensionMismatch {
+                    knowledge_base_id: index.knowledge_base_id,
+                    expected,
+                    actual: query.len(),
+                }),
+                Some(_) => Ok(graph.search(&query, top_k)),
+            }
+        })
+        .await
+        .map_err(|error| VectorError::Task {
+            reason: error.to_string(),
+        })?
+    }
+
+    /// Writes a durable snapshot of everything applied so far.
+    pub async fn persist(&self) -> Result<(), VectorError> {
+        let mut state = self.state.lock().await;
+        run_blocking(|| write_snapshot(&self.dir, &mut state))
+    }
+
+    /// Drops every index and snapshot; the checkpoint goes back to the
+    /// start of the log, so the runner replays it all.
+    pub async fn reset(&self) -> Result<(), VectorError> {
+        let mut state = self.state.lock().await;
+        run_blocking(|| snapshot::remove_all(&self.dir))?;
+        let generation = state.generation;
+        *state = State {
+            generation,
+            ..State::empty()
+        };
+        self.indexes.write().unwrap_or_else(PoisonError::into_inner).clear();
+        Ok(())
+    }
+
+    async fn apply_event(&self, state: &mut State, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let category = event.stream_id.category();
+        if category != Document::CATEGORY && category != KnowledgeBase::CATEGORY {
+            return Ok(());
+        }
+        let stream = event.stream_id.as_str();
+        if state
+            .stream_versions
+            .get(stream)
+            .is_some_and(|applied| event.stream_version <= *applied)
+        {
+            return Ok(());
+        }
+        let entity =
+            stream_uuid(&event.stream_id).ok_or_else(|| event_error(event, "stream id does not end in a uuid"))?;
+        let decoded = AnyEvent::decode(category, &event.event_type, event.schema_version, event.payload.clone())
+            .map_err(|error| event_error(event, error.to_string()))?;
+        match decoded {
+            AnyEvent::Document(document_event) => {
+                self.apply_document_event(state, DocumentId(entity), document_event, event)
+                    .await?
+            }
+            AnyEvent::KnowledgeBase(kb_event) => {
+                self.apply_knowledge_base_event(state, KnowledgeBaseId(entity), kb_event, event)
+                    .await?
+            }
+            AnyEvent::Tenant(_) => {}
+        }
+        state.stream_versions.insert(stream.to_owned(), event.stream_version);
+        Ok(())
+    }
+
+    async fn apply_document_event(
+        &self,
+        state: &mut State,
+        document_id: DocumentId,
+        document_event: DocumentEvent,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match document_event {
+            DocumentEvent::DocumentProcessed { artifact } => {
+                let pointer = ArtifactPointer {
+                    object_key: artifact.object_key,
+                    sha256: artifact.sha256,
+                };
+                let linked = state
+                    .documents
+                    .get(&document_id)
+                    .map(|document| document.linked.clone())
+                    .unwrap_or_default();
+                // fetched before anything changes, so a failed fetch leaves
+                // the state as it was for the redelivery
+                let chunks = if linked.is_empty() {
+                    None
+                } else {
+                    self.load_chunks(document_id, &pointer, event).await?
+                };
+                for kb in &linked {
+                    if let Some(kb_state) = state.knowledge_bases.get(kb) {
+                        insert_document(&kb_state.index, document_id, chunks.clone()).await?;
+                    }
+                }
+                let document = state.documents.entry(document_id).or_default();
+                document.artifact = Some(pointer);
+                document.chunks = chunks;
+            }
+            DocumentEvent::DocumentDeleted {} => {
+                // a deleted document leaves every knowledge base; linking it
+                // again takes a new link event
+                if let Some(document) = state.documents.remove(&document_id) {
+                    for kb in &document.linked {
+                        if let Some(kb_state) = state.knowledge_bases.get_mut(kb) {
+                            kb_state.members.remove(&document_id);
+                            change_graph(&kb_state.index, move |graph| graph.remove_document(document_id)).await?;
+                        }
+                    }
+                }
+            }
+            DocumentEvent::DocumentRegistered { .. }
+            | DocumentEvent::ProcessingStarted { .. }
+            | DocumentEvent::ProcessingFailed { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn apply_knowledge_base_event(
+        &self,
+        state: &mut State,
+        kb: KnowledgeBaseId,
+        kb_event: KnowledgeBaseEvent,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match kb_event {
+            KnowledgeBaseEvent::KnowledgeBaseCreated { .. } => {
+                self.ensure_knowledge_base(state, kb);
+            }
+            KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id } => {
+                let index = self.ensure_knowledge_base(state, kb);
+                let document = state.documents.entry(document_id).or_default();
+                let (loaded, artifact) = (document.chunks.clone(), document.artifact.clone());
+                let chunks = match (loaded, artifact) {
+                    (Some(chunks), _) => Some(chunks),
+                    (None, Some(pointer)) => self.load_chunks(document_id, &pointer, event).await?,
+                    (None, None) => None,
+                };
+                insert_document(&index, document_id, chunks.clone()).await?;
+                if let Some(kb_state) = state.knowledge_bases.get_mut(&kb) {
+                    kb_state.members.insert(document_id);
+                }
+                let document = state.documents.entry(document_id).or_default();
+                document.linked.insert(kb);
+                document.chunks = chunks;
+            }
+            KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { document_id } => {
+                if let Some(kb_state) = state.knowledge_bases.get_mut(&kb) {
+                    kb_state.members.remove(&document_id);
+                    change_graph(&kb_state.index, move |graph| graph.remove_document(document_id)).await?;
+                }
+                unlink(state, document_id, kb);
+            }
+            KnowledgeBaseEvent::KnowledgeBaseDeleted {} => {
+                self.indexes.write().unwrap_or_else(PoisonError::into_inner).remove(&kb);
+                if let Some(kb_state) = state.knowledge_bases.remove(&kb) {
+                    for document_id in kb_state.members {
+                        unlink(state, document_id, kb);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_knowledge_base(&self, state: &mut State, kb: KnowledgeBaseId) -> Arc<KbIndex> {
+        let kb_state = state.knowledge_bases.entry(kb).or_insert_with(|| KnowledgeBaseState {
+            members: BTreeSet::new(),
+            index: Arc::new(KbIndex::new(kb)),
+        });
+        let index = Arc::clone(&kb_state.index);
+        self.indexes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(kb, Arc::clone(&index));
+        index
+    }
+
+    /// Fetches and verifies a document's artifact. A missing object (the
+    /// document was deleted meanwhile) counts as no chunks; a corrupt one
+    /// fails the event, since skipping it would silently lose the document.
+    async fn load_chunks(
+        &self,
+        document_id: DocumentId,
+        pointer: &ArtifactPointer,
+        event: &RecordedEvent,
+    ) -> Result<Option<Arc<DocumentChunks>>, ProjectionError> {
+        let bytes = match self.objects.get(&pointer.object_key).await {
+            Ok(bytes) => bytes,
+            Err(ObjectStoreError::NotFound(key)) => {
+                tracing::warn!(%document_id, object_key = %key, "artifact is gone, indexing the document without chunks");
+                return Ok(None);
+            }
+            Err(error) => {
+                return Err(io_failure(format!(
+                    "fetching the artifact of document {document_id}: {error}"
+                )))
+            }
+        };
+        let sha256 = pointer.sha256.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let artifact = ChunkArtifact::decode(&bytes, &sha256).map_err(|error| error.to_string())?;
+            chunks_of(document_id, artifact)
+        })
+        .await
+        .map_err(|error| io_failure(format!("decoding the artifact of document {document_id}: {error}")))?;
+        match decoded {
+            Ok(chunks) => Ok(Some(Arc::new(chunks))),
+            Err(reason) => Err(event_error(
+                event,
+                format!(
+                    "artifact {} of document {document_id} is corrupt: {reason}",
+                    pointer.object_key
+                ),
+            )),
+        }
+    }
+}
+
+/// Normalises an artifact's vectors. A chunk whose vector has no direction
+/// (all zeros) cannot be ranked by cosine and is left out; a vector of the
+/// wrong length or with a NaN means the artifact is broken.
+fn chunks_of(document_id: DocumentId, artifact: ChunkArtifact) -> Result<DocumentChunks, String> {
+    let dimension = artifact.dimensions as usize;
+    let mut chunks = Vec::with_capacity(artifact.chunks.len());
+    for chunk in artifact.chunks {
+        if chunk.vector.len() != dimension {
+            return Err(format!(
+                "chunk {} has {} dimensions, the artifact declares {dimension}",
+                chunk.index,
+                chunk.vector.len()
+            ));
+        }
+        if !chunk.vector.iter().all(|value| value.is_finite()) {
+            return Err(format!("chunk {} has a non-finite component", chunk.index));
+        }
+        let Some(vector) = normalised(&chunk.vector) else {
+            tracing::warn!(%document_id, chunk_index = chunk.index, "chunk vector is all zeros, leaving it out");
+            continue;
+        };
+        chunks.push(StoredChunk {
+            index: chunk.index,
+            text: chunk.text,
+            vector,
+        });
+    }
+    Ok(DocumentChunks { dimension, chunks })
+}
+
+async fn insert_document(
+    index: &Arc<KbIndex>,
+    document_id: DocumentId,
+    chunks: Option<Arc<DocumentChunks>>,
+) -> Result<(), ProjectionError> {
+    let knowledge_base_id = index.knowledge_base_id;
+    let outcome = change_graph(index, move |graph| graph.replace_document(document_id, chunks)).await?;
+    if let Some(expected) = outcome.dimension_conflict {
+        tracing::warn!(
+            %document_id,
+            %knowledge_base_id,
+            expected,
+            "document vectors have another dimension than the knowledge base, leaving them out"
+        );
+    }
+    Ok(())
+}
+
+/// Forgets that `document_id` is in `kb`, and its chunks once it is in no
+/// knowledge base at all.
+fn unlink(state: &mut State, document_id: DocumentId, kb: KnowledgeBaseId) {
+    let Some(document) = state.documents.get_mut(&document_id) else {
+        return;
+    };
+    document.linked.remove(&kb);
+    if document.linked.is_empty() {
+        document.chunks = None;
+    }
+    if document.is_empty() {
+        state.documents.remove(&document_id);
+    }
+}
+
+#[async_trait]
+impl Projection for VectorProjection {
+    fn name(&self) -> &str {
+        PROJECTION_NAME
+    }
+
+    async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+        Ok(self.state.lock().await.checkpoint)
+    }
+
+    async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let mut state = self.state.lock().await;
+        for event in events {
+            if event.log_position <= state.checkpoint {
+                continue;
+            }
+            self.apply_event(&mut state, event).await?;
+            state.checkpoint = event.log_position;
+            state.unsnapshotted_events += 1;
+        }
+        if state.snapshot_due() {
+            // the batch is applied either way; a failed snapshot only means
+            // a longer replay after a restart, and the next one retries
+            if let Err(error) = run_blocking(|| write_snapshot(&self.dir, &mut state)) {
+                tracing::warn!(projection = PROJECTION_NAME, %error, "vector snapshot failed");
+            }
+        }
+        Ok(())
+    }
+}
