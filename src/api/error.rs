@@ -1,0 +1,171 @@
+//! Every error leaves the API as `application/problem+json` (RFC 9457) with a
+//! stable `code` that clients can branch on.
+
+use actors::store::StoreError;
+use actors::CommandError;
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a valid api key is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("upload is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
+        ApiError::NotFound(format!("{what} {id} not found"))
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            code: "invalid_input",
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(error.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_file_type",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+pub fn problem_response(status: StatusCode, code: &str, detail: String) -> Response {
+    let title = status.canonical_reason().unwrap_or("error");
+    let body = Problem {
+        kind: format!("urn:neurostash:problem:{code}"),
+        title,
+        status: status.as_u16(),
+        detail,
+        code,
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(serde_json::to_vec(&body).unwrap_or_default());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert("retry-after", poem::http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        ApiError::status(self)
+    }
+
+    fn as_response(&self) -> Response {
+        if let ApiError::Internal(detail) = self {
+            // the detail may name internals: log it, answer generically
+            tracing::error!(error = %detail, "request failed");
+            return problem_response(self.status(), self.code(), "internal error".into());
+        }
+        problem_response(self.status(), self.code(), self.to_string())
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Rejected(rejection) => {
+                let code = rejection.code();
+                let message = rejection.to_string();
+                match code {
+                    "not_found" => ApiError::NotFound(message),
+                    "invalid_input" => ApiError::Invalid { code, message },
+                    _ => ApiError::Conflict { code, message },
+                }
+            }
+            CommandError::Contended { .. } => ApiError::Conflict {
+                code: "write_conflict",
+                message: error.to_string(),
+            },
+            CommandError::Store(StoreError::Unavailable(_)) | CommandError::Unavailable(_) => {
+                ApiError::Unavailable(error.to_string())
+            }
+            CommandError::Store(_) | CommandError::Corrupt { .. } => ApiError::internal(error),
+        }
+    }
+}
+
+/// Maps every error poem or poem-openapi raises by itself (bad JSON, a
+/// missing header, an unknown route) to problem+json too.
+pub async fn render_any_error(error: poem::Error) -> Response {
+    if let Some(api_error) = error.downcast_ref::<ApiError>() {
+        return poem::error::ResponseError::as_response(api_error);
+    }
+    let status = error.status();
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let detail = match status {
+        StatusCode::UNAUTHORIZED => "a valid api key is required".to_owned(),
+        s if s.is_server_error() => {
+            tracing::error!(%error, "request failed");
+            "internal error".to_owned()
+        }
+        _ => error.to_string().to_lowercase(),
+    };
+    problem_response(status, code, detail).into_response()
+}

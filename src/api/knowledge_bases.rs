@@ -1,0 +1,381 @@
+//! Knowledge bases, their documents, and search.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use domain::knowledge_base::KnowledgeBaseCommand;
+use domain::{DocumentId, KnowledgeBaseId};
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use projections::registry::KnowledgeBaseRow;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::{ApiKeyAuth, Caller};
+use crate::app::App;
+
+#[derive(Tags)]
+enum Tag {
+    KnowledgeBases,
+    Search,
+}
+
+#[derive(Object)]
+struct CreateKnowledgeBase {
+    name: String,
+    category: Option<String>,
+}
+
+#[derive(Object)]
+struct KnowledgeBaseView {
+    id: Uuid,
+    name: String,
+    category: Option<String>,
+    document_count: i64,
+    created_at: DateTime<Utc>,
+}
+
+impl From<KnowledgeBaseRow> for KnowledgeBaseView {
+    fn from(row: KnowledgeBaseRow) -> Self {
+        KnowledgeBaseView {
+            id: row.id.0,
+            name: row.name,
+            category: row.category,
+            document_count: row.document_count,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Object)]
+struct KnowledgeBaseList {
+    items: Vec<KnowledgeBaseView>,
+}
+
+#[derive(ApiResponse)]
+enum CreateKnowledgeBaseResponse {
+    #[oai(status = 201)]
+    Created(Json<KnowledgeBaseView>),
+}
+
+#[derive(ApiResponse)]
+enum Deleted {
+    #[oai(status = 204)]
+    Deleted,
+}
+
+#[derive(Object)]
+struct AddDocument {
+    document_id: Uuid,
+}
+
+#[derive(Object)]
+struct LinkView {
+    document_id: Uuid,
+    file_name: String,
+    /// PENDING, PROCESSING, SUCCESS or FAILED: whether the document is searchable here.
+    status: String,
+    added_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+enum AddDocumentResponse {
+    #[oai(status = 201)]
+    Added(Json<LinkView>),
+}
+
+#[derive(Object)]
+struct LinkList {
+    items: Vec<LinkView>,
+}
+
+#[derive(Object)]
+struct SearchRequest {
+    #[oai(validator(min_length = 1, max_length = 4096))]
+    query: String,
+    #[oai(default = "default_top_k", validator(minimum(value = "1"), maximum(value = "100")))]
+    top_k: u32,
+}
+
+fn default_top_k() -> u32 {
+    5
+}
+
+#[derive(Object)]
+struct SearchHit {
+    document_id: Uuid,
+    file_name: String,
+    chunk_index: u32,
+    text: String,
+    score: f32,
+}
+
+#[derive(Object)]
+struct SearchResponse {
+    hits: Vec<SearchHit>,
+}
+
+/// The caller's knowledge base, or 404 exactly as if it did not exist.
+async fn owned_knowledge_base(app: &App, caller: &Caller, id: Uuid) -> Result<KnowledgeBaseRow, ApiError> {
+    let knowledge_base_id = KnowledgeBaseId(id);
+    app.registry
+        .knowledge_base(caller.tenant_id, knowledge_base_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("knowledge base", knowledge_base_id))
+}
+
+async fn link_view(
+    app: &App,
+    caller: &Caller,
+    kb: KnowledgeBaseId,
+    document: DocumentId,
+) -> Result<LinkView, ApiError> {
+    app.registry
+        .knowledge_base_documents(caller.tenant_id, kb)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|link| link.document_id == document)
+        .map(|link| LinkView {
+            document_id: link.document_id.0,
+            file_name: link.file_name,
+            status: link.status.as_str().to_owned(),
+            added_at: link.added_at,
+        })
+        .ok_or_else(|| ApiError::Unavailable(format!("link {kb}/{document} is not visible yet")))
+}
+
+pub struct KnowledgeBasesApi;
+
+#[OpenApi(prefix_path = "/v1")]
+impl KnowledgeBasesApi {
+    /// Create a knowledge base.
+    #[oai(path = "/knowledge-bases", method = "post", tag = "Tag::KnowledgeBases")]
+    async fn create(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        body: Json<CreateKnowledgeBase>,
+    ) -> poem::Result<CreateKnowledgeBaseResponse> {
+        let caller = auth.0;
+        let knowledge_base_id = KnowledgeBaseId(Uuid::now_v7());
+        let outcome = app
+            .actors
+            .knowledge_bases
+            .execute(
+                knowledge_base_id.stream_id(),
+                KnowledgeBaseCommand::Create {
+                    knowledge_base_id,
+                    tenant_id: caller.tenant_id,
+                    name: body.name.clone(),
+                    category: body.category.clone(),
+                },
+                caller.metadata(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        app.settle(outcome.log_position).await;
+        let row = owned_knowledge_base(&app, &caller, knowledge_base_id.0).await?;
+        Ok(CreateKnowledgeBaseResponse::Created(Json(row.into())))
+    }
+
+    /// The caller's knowledge bases.
+    #[oai(path = "/knowledge-bases", method = "get", tag = "Tag::KnowledgeBases")]
+    async fn list(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth) -> poem::Result<Json<KnowledgeBaseList>> {
+        let rows = app
+            .registry
+            .list_knowledge_bases(auth.0.tenant_id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Json(KnowledgeBaseList {
+            items: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// One knowledge base.
+    #[oai(path = "/knowledge-bases/:id", method = "get", tag = "Tag::KnowledgeBases")]
+    async fn get(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        id: Path<Uuid>,
+    ) -> poem::Result<Json<KnowledgeBaseView>> {
+        Ok(Json(owned_knowledge_base(&app, &auth.0, id.0).await?.into()))
+    }
+
+    /// Delete a knowledge base (its documents stay).
+    #[oai(path = "/knowledge-bases/:id", method = "delete", tag = "Tag::KnowledgeBases")]
+    async fn delete(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<Deleted> {
+        let caller = auth.0;
+        let row = owned_knowledge_base(&app, &caller, id.0).await?;
+        let outcome = app
+            .actors
+            .knowledge_bases
+            .execute(row.id.stream_id(), KnowledgeBaseCommand::Delete, caller.metadata())
+            .await
+            .map_err(ApiError::from)?;
+        app.settle(outcome.log_position).await;
+        Ok(Deleted::Deleted)
+    }
+
+    /// Add one of the caller's documents to a knowledge base.
+    #[oai(
+        path = "/knowledge-bases/:id/documents",
+        method = "post",
+        tag = "Tag::KnowledgeBases"
+    )]
+    async fn add_document(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        id: Path<Uuid>,
+        body: Json<AddDocument>,
+    ) -> poem::Result<AddDocumentResponse> {
+        let caller = auth.0;
+        let kb = owned_knowledge_base(&app, &caller, id.0).await?;
+        let document_id = DocumentId(body.document_id);
+        add_document_to_knowledge_base(&app, &caller, kb.id, document_id).await?;
+        Ok(AddDocumentResponse::Added(Json(
+            link_view(&app, &caller, kb.id, document_id).await?,
+        )))
+    }
+
+    /// Remove a document from a knowledge base (the document stays).
+    #[oai(
+        path = "/knowledge-bases/:id/documents/:document_id",
+        method = "delete",
+        tag = "Tag::KnowledgeBases"
+    )]
+    async fn remove_document(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        id: Path<Uuid>,
+        document_id: Path<Uuid>,
+    ) -> poem::Result<Deleted> {
+        let caller = auth.0;
+        let kb = owned_knowledge_base(&app, &caller, id.0).await?;
+        let outcome = app
+            .actors
+            .knowledge_bases
+            .execute(
+                kb.id.stream_id(),
+                KnowledgeBaseCommand::RemoveDocument {
+                    document_id: DocumentId(document_id.0),
+                },
+                caller.metadata(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        app.settle(outcome.log_position).await;
+        Ok(Deleted::Deleted)
+    }
+
+    /// The documents of a knowledge base with the status of each.
+    #[oai(path = "/knowledge-bases/:id/documents", method = "get", tag = "Tag::KnowledgeBases")]
+    async fn list_documents(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        id: Path<Uuid>,
+    ) -> poem::Result<Json<LinkList>> {
+        let caller = auth.0;
+        let kb = owned_knowledge_base(&app, &caller, id.0).await?;
+        let links = app
+            .registry
+            .knowledge_base_documents(caller.tenant_id, kb.id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Json(LinkList {
+            items: links
+                .into_iter()
+                .map(|link| LinkView {
+                    document_id: link.document_id.0,
+                    file_name: link.file_name,
+                    status: link.status.as_str().to_owned(),
+                    added_at: link.added_at,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Semantic search over the processed documents of a knowledge base.
+    #[oai(path = "/knowledge-bases/:id/search", method = "post", tag = "Tag::Search")]
+    async fn search(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        id: Path<Uuid>,
+        body: Json<SearchRequest>,
+    ) -> poem::Result<Json<SearchResponse>> {
+        let caller = auth.0;
+        let kb = owned_knowledge_base(&app, &caller, id.0).await?;
+        let embedder = app.embedder.clone();
+        let query = body.query.clone();
+        let vector = tokio::task::spawn_blocking(move || embedder.embed(&[query.as_str()]))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+            .pop()
+            .ok_or_else(|| ApiError::internal("embedder returned no vector"))?;
+        let hits = app
+            .vectors
+            .search(kb.id, &vector, body.top_k as usize)
+            .await
+            .map_err(ApiError::internal)?;
+        let ids: Vec<DocumentId> = hits.iter().map(|hit| hit.document_id).collect();
+        let names = app
+            .registry
+            .document_file_names(caller.tenant_id, &ids)
+            .await
+            .map_err(ApiError::internal)?;
+        // a hit whose document left the registry (deleted a moment ago) is dropped
+        let hits = hits
+            .into_iter()
+            .filter_map(|hit| {
+                let file_name = names.get(&hit.document_id)?.clone();
+                Some(SearchHit {
+                    document_id: hit.document_id.0,
+                    file_name,
+                    chunk_index: hit.chunk_index,
+                    text: hit.text,
+                    score: hit.score,
+                })
+            })
+            .collect();
+        Ok(Json(SearchResponse { hits }))
+    }
+}
+
+/// Links a document to a knowledge base after checking the caller owns it;
+/// shared by the link route and uploads that name a knowledge base.
+pub(super) async fn add_document_to_knowledge_base(
+    app: &App,
+    caller: &Caller,
+    knowledge_base_id: KnowledgeBaseId,
+    document_id: DocumentId,
+) -> Result<(), ApiError> {
+    let document = app
+        .registry
+        .document(caller.tenant_id, document_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("document", document_id))?;
+    let outcome = app
+        .actors
+        .knowledge_bases
+        .execute(
+            knowledge_base_id.stream_id(),
+            KnowledgeBaseCommand::AddDocument {
+                document_id,
+                document_tenant: document.tenant_id,
+            },
+            caller.metadata(),
+        )
+        .await?;
+    app.settle(outcome.log_position).await;
+    Ok(())
+}

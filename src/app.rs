@@ -1,0 +1,154 @@
+//! Wiring of the roles: database, event store, object store, actors,
+//! projections, processor and API, started in one process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::db::{ConnectOptions, Database};
+use actors::objects::{LocalObjectStore, ObjectStore};
+use actors::store::EventStore;
+use actors::{ActorOptions, ActorSystem, HandleOptions};
+use anyhow::Context;
+use projections::registry::{Registry, RegistryProjection};
+use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
+use projections::vector::VectorProjection;
+
+use crate::auth::KeyHasher;
+use crate::config::Config;
+use crate::pipeline::{Embedder, HashingEmbedder};
+use crate::processor::{Processor, ProcessorHandle, ProcessorOptions};
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub database: Database,
+    pub store: Arc<dyn EventStore>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub actors: ActorSystem,
+    pub registry: Registry,
+    pub registry_progress: ProjectionHandle,
+    pub vectors: Arc<VectorProjection>,
+    pub vector_progress: ProjectionHandle,
+    pub embedder: Arc<dyn Embedder>,
+    pub key_hasher: KeyHasher,
+    processor: ProcessorHandle,
+}
+
+/// The parts every role needs: a migrated database, its event store and the
+/// object store.
+pub struct Foundation {
+    pub database: Database,
+    pub store: Arc<dyn EventStore>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub key_hasher: KeyHasher,
+}
+
+impl Foundation {
+    pub async fn open(config: &Config) -> anyhow::Result<Foundation> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let database = Database::connect(
+            &config.database_url(),
+            &ConnectOptions {
+                max_connections: config.postgres_max_connections,
+                ..ConnectOptions::default()
+            },
+        )
+        .await
+        .context("cannot open the database")?;
+        database.migrate_up().await.context("cannot apply migrations")?;
+        let store = database.event_store();
+        let objects: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(config.data_dir.join("objects")));
+        let secret = match &config.api_key_secret {
+            Some(secret) => secret.clone().into_bytes(),
+            None => crate::auth::load_or_create_secret(&config.data_dir.join("secrets").join("api-key-hmac"))
+                .context("cannot read or create the api key secret")?,
+        };
+        Ok(Foundation {
+            database,
+            store,
+            objects,
+            key_hasher: KeyHasher::new(secret),
+        })
+    }
+}
+
+impl App {
+    pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
+        let config = Arc::new(config);
+        let Foundation {
+            database,
+            store,
+            objects,
+            key_hasher,
+        } = Foundation::open(&config).await?;
+        let actors = ActorSystem::start(
+            store.clone(),
+            HandleOptions {
+                actor: ActorOptions {
+                    idle_timeout: Duration::from_secs(config.actor_idle_timeout_secs),
+                    ..ActorOptions::default()
+                },
+                ..HandleOptions::default()
+            },
+        )
+        .await
+        .context("cannot start the actor system")?;
+
+        let registry = Registry::new(database.clone());
+        let registry_progress = ProjectionRunner::spawn(
+            store.clone(),
+            Arc::new(RegistryProjection::new(database.clone())),
+            RunnerOptions::default(),
+        );
+        let vectors = Arc::new(
+            VectorProjection::open(vector_dir(&config), objects.clone())
+                .await
+                .context("cannot open the vector index")?,
+        );
+        let vector_progress = ProjectionRunner::spawn(store.clone(), vectors.clone(), RunnerOptions::default());
+
+        let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(config.embedding_dimensions));
+        tracing::info!(embedder = embedder.name(), "embedder ready");
+        let processor = Processor::start(
+            store.clone(),
+            actors.clone(),
+            registry.clone(),
+            objects.clone(),
+            embedder.clone(),
+            ProcessorOptions::from_config(&config),
+        )
+        .await
+        .context("cannot start the processor")?;
+
+        Ok(Arc::new(App {
+            config,
+            database,
+            store,
+            objects,
+            actors,
+            registry,
+            registry_progress,
+            vectors,
+            vector_progress,
+            embedder,
+            key_hasher,
+            processor,
+        }))
+    }
+
+    /// Stops background work and persists what is kept in memory.
+    pub async fn shutdown(&self) {
+        self.processor.shutdown().await;
+        self.registry_progress.shutdown().await;
+        self.vector_progress.shutdown().await;
+        if let Err(error) = self.vectors.persist().await {
+            tracing::error!(%error, "could not persist the vector index at shutdown");
+        }
+        self.actors.stop();
+    }
+}
+
+pub fn vector_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("vector-index")
+}

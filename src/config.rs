@@ -1,0 +1,158 @@
+//! Typed configuration: defaults, then an optional TOML file, then
+//! `NEUROSTASH_*` environment variables. Validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded database, objects and index dumps live.
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// Postgres instead of the embedded SQLite file when set.
+    pub postgres_url: Option<String>,
+    pub postgres_max_connections: u32,
+    /// Secret under which API key secrets are hashed (HMAC-SHA256). When
+    /// unset, one is generated once and kept in `<data_dir>/secrets/`.
+    pub api_key_secret: Option<String>,
+    pub actor_idle_timeout_secs: u64,
+    /// How long a write waits for the registry to show it before answering.
+    pub read_your_writes_timeout_ms: u64,
+    pub max_upload_bytes: usize,
+    pub processing_workers: usize,
+    pub processing_lease_secs: u64,
+    pub processing_max_attempts: u32,
+    pub chunk_max_words: usize,
+    pub chunk_overlap_words: usize,
+    pub embedding_dimensions: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            postgres_url: None,
+            postgres_max_connections: 16,
+            api_key_secret: None,
+            actor_idle_timeout_secs: 300,
+            read_your_writes_timeout_ms: 5_000,
+            max_upload_bytes: 25 * 1024 * 1024,
+            processing_workers: 2,
+            processing_lease_secs: 120,
+            processing_max_attempts: 3,
+            chunk_max_words: 120,
+            chunk_overlap_words: 20,
+            embedding_dimensions: 384,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {setting} {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads the configuration: defaults < `file` (or `NEUROSTASH_CONFIG`)
+    /// < environment.
+    pub fn load(file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let file = file.or_else(|| std::env::var_os("NEUROSTASH_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid {
+                    setting: "NEUROSTASH_CONFIG",
+                    reason: format!("file {} does not exist", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // NEUROSTASH_CONFIG names the file; it is not a setting itself
+        figment = figment.merge(Env::prefixed("NEUROSTASH_").ignore(&["CONFIG"]));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if let Some(url) = &self.postgres_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return invalid(
+                    "NEUROSTASH_POSTGRES_URL",
+                    "must start with postgres:// or postgresql://",
+                );
+            }
+        }
+        if let Some(secret) = &self.api_key_secret {
+            if secret.len() < 32 {
+                return invalid("NEUROSTASH_API_KEY_SECRET", "must be at least 32 characters");
+            }
+        }
+        if self.chunk_max_words == 0 || self.chunk_overlap_words >= self.chunk_max_words {
+            return invalid(
+                "NEUROSTASH_CHUNK_OVERLAP_WORDS",
+                "must be smaller than NEUROSTASH_CHUNK_MAX_WORDS, which must be positive",
+            );
+        }
+        if self.embedding_dimensions == 0 || self.embedding_dimensions > 4096 {
+            return invalid("NEUROSTASH_EMBEDDING_DIMENSIONS", "must be between 1 and 4096");
+        }
+        if self.processing_workers == 0 || self.processing_max_attempts == 0 {
+            return invalid(
+                "NEUROSTASH_PROCESSING_WORKERS",
+                "workers and max attempts must be positive",
+            );
+        }
+        if self.max_upload_bytes == 0 {
+            return invalid("NEUROSTASH_MAX_UPLOAD_BYTES", "must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.postgres_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("neurostash.db").display()),
+        }
+    }
+
+    pub fn read_your_writes_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_your_writes_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn malformed_settings_name_the_variable() {
+        let config = Config {
+            postgres_url: Some("mysql://x".into()),
+            ..Config::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("NEUROSTASH_POSTGRES_URL"), "{message}");
+    }
+}

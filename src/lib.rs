@@ -1,0 +1,12 @@
+//! NeuroStash: a self-hosted, multi-tenant knowledge stash built as an
+//! event-sourced actor system. This crate wires the roles together: the
+//! HTTP API, the document processor and the projections, over the actors and
+//! stores of the `actors` crate.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod pipeline;
+pub mod processor;

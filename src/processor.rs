@@ -1,0 +1,338 @@
+//! The process manager for uploaded documents: takes a document's processing
+//! lease through its actor, extracts, chunks and embeds it, stores the result
+//! as an artifact beside the document, and completes or fails it through the
+//! actor again.
+//!
+//! Work arrives two ways: live `DocumentRegistered` events from the log, and
+//! a periodic sweep of the registry for documents still PENDING or
+//! PROCESSING. The sweep is what makes a crash harmless: a document whose
+//! worker died keeps its lease only until it expires, then the next sweep
+//! hands it to a live worker.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actors::artifact::{ArtifactChunk, ChunkArtifact};
+use actors::objects::ObjectStore;
+use actors::store::{EventStore, RecordedEvent};
+use actors::{ActorSystem, CommandError};
+use async_trait::async_trait;
+use chrono::Utc;
+use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent};
+use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition};
+use projections::registry::Registry;
+use projections::runtime::{Projection, ProjectionError, ProjectionHandle, ProjectionRunner, RunnerOptions};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::pipeline::{chunk_text, extract_text, ChunkingOptions, Embedder};
+
+#[derive(Debug, Clone)]
+pub struct ProcessorOptions {
+    pub workers: usize,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub sweep_interval: Duration,
+    pub chunking: ChunkingOptions,
+}
+
+impl ProcessorOptions {
+    pub fn from_config(config: &Config) -> Self {
+        let lease = Duration::from_secs(config.processing_lease_secs);
+        ProcessorOptions {
+            workers: config.processing_workers,
+            lease,
+            max_attempts: config.processing_max_attempts,
+            sweep_interval: (lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            chunking: ChunkingOptions {
+                max_words: config.chunk_max_words,
+                overlap_words: config.chunk_overlap_words,
+            },
+        }
+    }
+}
+
+struct Shared {
+    actors: ActorSystem,
+    objects: Arc<dyn ObjectStore>,
+    embedder: Arc<dyn Embedder>,
+    options: ProcessorOptions,
+    /// Identifies this process's workers in leases.
+    worker_id: String,
+    queued: Mutex<HashSet<DocumentId>>,
+    queue: mpsc::Sender<DocumentId>,
+}
+
+impl Shared {
+    /// Queues a document unless it is already queued or being worked on.
+    async fn enqueue(&self, document_id: DocumentId) {
+        let fresh = self.queued.lock().expect("queue set lock").insert(document_id);
+        if fresh && self.queue.send(document_id).await.is_err() {
+            self.queued.lock().expect("queue set lock").remove(&document_id);
+        }
+    }
+}
+
+pub struct ProcessorHandle {
+    feed: ProjectionHandle,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl ProcessorHandle {
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        self.feed.shutdown().await;
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("task list lock"));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+pub struct Processor;
+
+impl Processor {
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        actors: ActorSystem,
+        registry: Registry,
+        objects: Arc<dyn ObjectStore>,
+        embedder: Arc<dyn Embedder>,
+        options: ProcessorOptions,
+    ) -> Result<ProcessorHandle, actors::store::StoreError> {
+        // bounded: a flood of uploads waits here rather than in memory
+        let (queue, receiver) = mpsc::channel(options.workers * 64);
+        let shared = Arc::new(Shared {
+            actors,
+            objects,
+            embedder,
+            worker_id: format!(
+                "worker-{}-{}",
+                std::process::id(),
+                &Uuid::new_v4().simple().to_string()[..8]
+            ),
+            options: options.clone(),
+            queued: Mutex::new(HashSet::new()),
+            queue,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let mut tasks = Vec::new();
+        for _ in 0..options.workers {
+            tasks.push(tokio::spawn(work(shared.clone(), receiver.clone(), stopped.clone())));
+        }
+        tasks.push(tokio::spawn(sweep(shared.clone(), registry, stopped)));
+        // documents registered before now are the sweep's; the feed only
+        // needs what arrives from here on
+        let head = store.log_head().await?;
+        let feed = ProjectionRunner::spawn(
+            store,
+            Arc::new(RegistrationFeed {
+                shared,
+                applied: Mutex::new(head),
+            }),
+            RunnerOptions::default(),
+        );
+        Ok(ProcessorHandle {
+            feed,
+            stop,
+            tasks: Mutex::new(tasks),
+        })
+    }
+}
+
+/// Turns live `DocumentRegistered` events into work.
+struct RegistrationFeed {
+    shared: Arc<Shared>,
+    applied: Mutex<LogPosition>,
+}
+
+#[async_trait]
+impl Projection for RegistrationFeed {
+    fn name(&self) -> &str {
+        "processor"
+    }
+
+    async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+        Ok(*self.applied.lock().expect("feed position lock"))
+    }
+
+    async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            if event.stream_id.category() != Document::CATEGORY || event.event_type != "DocumentRegistered" {
+                continue;
+            }
+            let decoded = AnyEvent::decode(
+                Document::CATEGORY,
+                &event.event_type,
+                event.schema_version,
+                event.payload.clone(),
+            );
+            if let Ok(AnyEvent::Document(DocumentEvent::DocumentRegistered { document_id, .. })) = decoded {
+                self.shared.enqueue(document_id).await;
+            }
+        }
+        if let Some(last) = events.last() {
+            *self.applied.lock().expect("feed position lock") = last.log_position;
+        }
+        Ok(())
+    }
+}
+
+async fn sweep(shared: Arc<Shared>, registry: Registry, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match registry.unfinished_documents(256).await {
+            Ok(documents) => {
+                for document_id in documents {
+                    shared.enqueue(document_id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "processor sweep could not read the registry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.sweep_interval) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn work(
+    shared: Arc<Shared>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<DocumentId>>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = async { receiver.lock().await.recv().await } => next,
+            _ = stopped.changed() => return,
+        };
+        let Some(document_id) = next else { return };
+        if let Err(error) = process(&shared, document_id).await {
+            tracing::warn!(%document_id, %error, "processing attempt did not finish");
+        }
+        shared.queued.lock().expect("queue set lock").remove(&document_id);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("document bytes unavailable: {0}")]
+    Objects(#[from] actors::objects::ObjectStoreError),
+    #[error("could not encode the artifact: {0}")]
+    Artifact(#[from] actors::artifact::ArtifactError),
+    #[error("pipeline task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// One attempt at one document. Infrastructure errors leave the lease to
+/// expire so a later sweep retries; a document that cannot be understood is
+/// failed with the reason at once.
+async fn process(shared: &Shared, document_id: DocumentId) -> Result<(), AttemptError> {
+    let stream_id = document_id.stream_id();
+    let documents = &shared.actors.documents;
+    let (document, _) = documents.inspect(stream_id.clone()).await?;
+    let (Some(tenant_id), Some(object_key), Some(file_name)) = (
+        document.tenant_id,
+        document.object_key.clone(),
+        document.file_name.clone(),
+    ) else {
+        return Ok(());
+    };
+    let metadata = EventMetadata {
+        tenant_id: Some(tenant_id),
+        actor_key_id: None,
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+    };
+    let started = documents
+        .execute(
+            stream_id.clone(),
+            DocumentCommand::StartProcessing {
+                worker: shared.worker_id.clone(),
+                now: Utc::now(),
+                lease_for: chrono::Duration::from_std(shared.options.lease).unwrap_or(chrono::Duration::minutes(2)),
+                max_attempts: shared.options.max_attempts,
+            },
+            metadata.clone(),
+        )
+        .await;
+    match started {
+        Ok(outcome)
+            if outcome
+                .events
+                .iter()
+                .any(|e| matches!(e, DocumentEvent::ProcessingFailed { .. })) =>
+        {
+            return Ok(());
+        }
+        Ok(_) => {}
+        // processed, failed, deleted, or another worker's lease: not ours to do
+        Err(CommandError::Rejected(
+            DomainError::LeaseHeld { .. } | DomainError::Conflict(_) | DomainError::NotFound { .. },
+        )) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(%document_id, file_name = file_name.as_str(), "processing document");
+
+    let bytes = shared.objects.get(&object_key).await?;
+    let embedder = shared.embedder.clone();
+    let chunking = shared.options.chunking;
+    let extension = file_name.extension();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<ChunkArtifact, String> {
+        let extracted = extract_text(extension.as_deref(), &bytes).map_err(|error| error.to_string())?;
+        let chunks = chunk_text(&extracted.text, &chunking);
+        let texts: Vec<&str> = chunks.iter().map(|chunk| chunk.text.as_str()).collect();
+        let vectors = embedder.embed(&texts).map_err(|error| error.to_string())?;
+        Ok(ChunkArtifact {
+            embedder: embedder.name().to_owned(),
+            dimensions: embedder.dimensions() as u32,
+            chunks: chunks
+                .into_iter()
+                .zip(vectors)
+                .map(|(chunk, vector)| ArtifactChunk {
+                    index: chunk.index,
+                    text: chunk.text,
+                    start_byte: chunk.start_byte as u64,
+                    vector,
+                })
+                .collect(),
+        })
+    })
+    .await?;
+
+    let command = match outcome {
+        Ok(artifact) => {
+            let (encoded, sha256) = artifact.encode()?;
+            // content-addressed: a retry that produces the same artifact
+            // rewrites the same object
+            let artifact_key = format!("tenants/{tenant_id}/artifacts/{sha256}");
+            shared.objects.put(&artifact_key, encoded).await?;
+            DocumentCommand::CompleteProcessing {
+                worker: shared.worker_id.clone(),
+                artifact: ArtifactRef {
+                    object_key: artifact_key,
+                    sha256,
+                    chunk_count: artifact.chunks.len() as u32,
+                    embedder: artifact.embedder,
+                    dimensions: artifact.dimensions,
+                },
+            }
+        }
+        Err(reason) => DocumentCommand::FailProcessing {
+            worker: shared.worker_id.clone(),
+            reason,
+        },
+    };
+    match documents.execute(stream_id, command, metadata).await {
+        Ok(_) => Ok(()),
+        // the lease expired and another worker took over: its result counts
+        Err(CommandError::Rejected(DomainError::NotLeaseHolder { .. } | DomainError::NotFound { .. })) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,269 @@
+//! Test harness: a real NeuroStash on a random port, on a fresh SQLite file
+//! or a fresh Postgres database, driven over HTTP.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::tenant::Role;
+use domain::EventMetadata;
+use neurostash::api::users::register_user;
+use neurostash::app::App;
+use neurostash::config::Config;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub app: Arc<App>,
+    pub config: Config,
+    server: tokio::task::JoinHandle<()>,
+    _data_dir: Arc<tempfile::TempDir>,
+}
+
+async fn postgres_url() -> String {
+    let admin_url = actors::db::test_postgres_url()
+        .expect("NEUROSTASH_TEST_POSTGRES_URL must point at a postgres server (scripts/test.sh starts one)");
+    let (_database, url) = actors::db::fresh_postgres(&admin_url)
+        .await
+        .expect("fresh postgres database");
+    url
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let config = Config {
+        data_dir: data_dir.path().to_path_buf(),
+        postgres_url: match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres_url().await),
+        },
+        processing_lease_secs: 10,
+        chunk_max_words: 40,
+        chunk_overlap_words: 8,
+        ..Config::default()
+    };
+    let app = App::start(config.clone()).await.expect("app starts");
+    let admin = register_user(
+        &app.actors,
+        &app.key_hasher,
+        "admin@example.com",
+        Role::Admin,
+        EventMetadata::system(Uuid::now_v7()),
+    )
+    .await
+    .expect("admin is created");
+    app.settle(admin.log_position).await;
+    serve(app, config, admin.token, data_dir).await
+}
+
+async fn serve(app: Arc<App>, config: Config, admin_key: String, data_dir: Arc<tempfile::TempDir>) -> TestApp {
+    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
+    let address = acceptor.local_addr()[0].as_socket_addr().copied().expect("tcp address");
+    let routes = neurostash::api::routes(app.clone());
+    let server = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(routes).await;
+    });
+    TestApp {
+        base: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        admin_key,
+        app,
+        config,
+        server,
+        _data_dir: data_dir,
+    }
+}
+
+impl TestApp {
+    /// Stops the server and every background role, then starts them again
+    /// on the same data.
+    pub async fn restart(self) -> TestApp {
+        self.server.abort();
+        let _ = self.server.await;
+        self.app.shutdown().await;
+        drop(self.app);
+        let app = App::start(self.config.clone()).await.expect("app restarts");
+        serve(app, self.config, self.admin_key, self._data_dir).await
+    }
+
+    /// Stops everything, throws away every projection (the registry rows
+    /// with their checkpoint, the vector index directory), and starts again:
+    /// the projections are rebuilt from position 0 of the log.
+    pub async fn rebuild(self) -> TestApp {
+        self.server.abort();
+        let _ = self.server.await;
+        self.app.shutdown().await;
+        drop(self.app);
+        let database = actors::db::Database::connect(&self.config.database_url(), &Default::default())
+            .await
+            .expect("database reopens");
+        projections::registry::Registry::new(database.clone())
+            .reset()
+            .await
+            .expect("registry is reset");
+        database.close().await;
+        let vectors = neurostash::app::vector_dir(&self.config);
+        if vectors.exists() {
+            std::fs::remove_dir_all(&vectors).expect("vector index is removed");
+        }
+        let app = App::start(self.config.clone()).await.expect("app restarts");
+        serve(app, self.config, self.admin_key, self._data_dir).await
+    }
+
+    /// Waits until the registry has applied everything in the log.
+    pub async fn wait_registry(&self) {
+        let head = self.app.store.log_head().await.expect("log head");
+        assert!(
+            self.app.registry_progress.wait_for(head, Duration::from_secs(30)).await,
+            "registry did not reach {head}"
+        );
+    }
+
+    pub async fn shutdown(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.app.shutdown().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is sent");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, key, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, key, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, key, None).await
+    }
+
+    /// Creates a user through the API and returns its id and api key.
+    pub async fn create_user(&self, email: &str) -> (String, String) {
+        let (status, body) = self
+            .post("/v1/users", &self.admin_key, json!({ "email": email, "role": "USER" }))
+            .await;
+        assert_eq!(status, 201, "create user: {body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["api_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn create_knowledge_base(&self, key: &str, name: &str) -> String {
+        let (status, body) = self.post("/v1/knowledge-bases", key, json!({ "name": name })).await;
+        assert_eq!(status, 201, "create knowledge base: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn upload(
+        &self,
+        key: &str,
+        file_name: &str,
+        content: &str,
+        knowledge_base: Option<&str>,
+    ) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
+                .file_name(file_name.to_owned())
+                .mime_str("text/plain")
+                .unwrap(),
+        );
+        if let Some(kb) = knowledge_base {
+            form = form.text("knowledge_base_id", kb.to_owned());
+        }
+        let response = self
+            .client
+            .post(self.url("/v1/documents"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload is sent");
+        read(response).await
+    }
+
+    /// Polls a document until it leaves PENDING/PROCESSING.
+    pub async fn wait_processed(&self, key: &str, document_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.get(&format!("/v1/documents/{document_id}"), key).await;
+            assert_eq!(status, 200, "get document: {body}");
+            let state = body["status"].as_str().unwrap_or_default();
+            if state == "SUCCESS" || state == "FAILED" {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "document {document_id} still {state} after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls a search until the vector index has caught up with `expected` hits' documents.
+    pub async fn search(&self, key: &str, kb: &str, query: &str, top_k: u32) -> (u16, Value) {
+        self.post(
+            &format!("/v1/knowledge-bases/{kb}/search"),
+            key,
+            json!({ "query": query, "top_k": top_k }),
+        )
+        .await
+    }
+
+    /// Waits until the vector index has applied everything in the log.
+    pub async fn wait_indexed(&self) {
+        let head = self.app.store.log_head().await.expect("log head");
+        assert!(
+            self.app.vector_progress.wait_for(head, Duration::from_secs(30)).await,
+            "vector index did not reach {head}"
+        );
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.expect("body");
+    if status >= 400 {
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "error {status} is not problem+json ({content_type}): {text}"
+        );
+    }
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
