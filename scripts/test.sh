@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of NeuroStash: installs and starts what the tests need
+# (a throwaway PostgreSQL on loopback), then the whole workspace suite.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -p domain  # extra arguments go to the test runner
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "test.sh: $*" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    log "cargo not found: install a Rust toolchain (1.85 or newer) first"
+    exit 1
+fi
+# the C toolchain builds SQLite (bundled by sqlx)
+if ! command -v cc >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y build-essential pkg-config >&2 || { apt-get update >&2 && apt-get install -y build-essential pkg-config >&2; }
+fi
+
+export NEUROSTASH_PG_STATE="${TMPDIR:-/tmp}/neurostash-test-postgres.$$.state"
+eval "$(bash scripts/postgres.sh start)"
+trap 'bash scripts/postgres.sh stop || true' EXIT
+log "postgres for tests at ${NEUROSTASH_TEST_POSTGRES_URL}"
+
+export RUST_BACKTRACE=1
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    cargo test --workspace --no-fail-fast "$@"
+fi
