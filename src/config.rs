@@ -62,6 +62,10 @@ pub enum ConfigError {
     Invalid { setting: &'static str, reason: String },
 }
 
+/// `NEUROSTASH_` variables that are not settings: the configuration file,
+/// the log filter, and the test harness's own.
+const NOT_SETTINGS: &[&str] = &["CONFIG", "LOG", "TEST_POSTGRES_URL", "PG_STATE"];
+
 impl Config {
     /// Loads the configuration: defaults < `file` (or `NEUROSTASH_CONFIG`)
     /// < environment.
@@ -77,8 +81,9 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // NEUROSTASH_CONFIG names the file; it is not a setting itself
-        figment = figment.merge(Env::prefixed("NEUROSTASH_").ignore(&["CONFIG"]));
+        // these NEUROSTASH_ variables are read elsewhere, not settings; any
+        // other unknown one is refused, so a misspelt setting is not ignored
+        figment = figment.merge(Env::prefixed("NEUROSTASH_").ignore(NOT_SETTINGS));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -154,5 +159,21 @@ mod tests {
         };
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("NEUROSTASH_POSTGRES_URL"), "{message}");
+    }
+
+    #[test]
+    fn environment_settings_load_and_unknown_ones_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NEUROSTASH_LOG", "debug");
+            jail.set_env("NEUROSTASH_TEST_POSTGRES_URL", "postgres://ignored");
+            jail.set_env("NEUROSTASH_PROCESSING_WORKERS", "7");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(config.processing_workers, 7);
+
+            jail.set_env("NEUROSTASH_PROCESING_WORKERS", "7");
+            let message = Config::load(None).unwrap_err().to_string();
+            assert!(message.contains("procesing_workers"), "{message}");
+            Ok(())
+        });
     }
 }

@@ -139,11 +139,12 @@ impl DocumentsApi {
                 Some(kb.id)
             }
         };
-        let content_type = form
-            .file
-            .content_type()
-            .unwrap_or("application/octet-stream")
-            .to_owned();
+        // clients such as curl -F send octet-stream for any file: the
+        // extension, already checked against the allow-list, says more
+        let content_type = match form.file.content_type() {
+            Some(declared) if declared != "application/octet-stream" => declared.to_owned(),
+            _ => crate::pipeline::extract::content_type_for(&file_name.extension().unwrap_or_default()).to_owned(),
+        };
         let bytes = form.file.into_vec().await.map_err(ApiError::internal)?;
         let document_id = DocumentId::for_file(caller.tenant_id, file_name.as_str());
         // the bytes are stored before the event that names them, under a key

@@ -81,6 +81,15 @@ pub fn is_supported(ext: &str) -> bool {
     Format::from_extension(ext).is_some()
 }
 
+/// The media type of a supported extension; octet-stream for any other.
+pub fn content_type_for(ext: &str) -> &'static str {
+    match Format::from_extension(ext) {
+        Some(Format::PlainText) => "text/plain",
+        Some(Format::Markdown) => "text/markdown",
+        None => "application/octet-stream",
+    }
+}
+
 /// Decodes a file into text, chosen by its extension.
 ///
 /// A UTF-8 byte order mark is dropped and line endings become `\n`, so that
