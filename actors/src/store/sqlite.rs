@@ -29,6 +29,15 @@ const ANY_APPEND_ATTEMPTS: usize = 10;
 pub struct SqliteEventStore {
     pool: SqlitePool,
     appended: Arc<Notify>,
+    /// Appends through this handle take turns here before they ask SQLite
+    /// for its write lock. Between connections SQLite settles contention by
+    /// sleeping and retrying until the busy timeout, which is unfair: with a
+    /// few dozen concurrent appenders, appends to unrelated streams failed
+    /// with "database is locked". SQLite admits one writer at a time anyway,
+    /// so a fair in-process queue costs no throughput; the busy timeout
+    /// still covers writers outside this handle (projections, other
+    /// processes).
+    write_turn: tokio::sync::Mutex<()>,
 }
 
 impl SqliteEventStore {
@@ -36,6 +45,7 @@ impl SqliteEventStore {
         SqliteEventStore {
             pool,
             appended: Arc::new(Notify::new()),
+            write_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -162,7 +172,11 @@ impl EventStore for SqliteEventStore {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.try_append(stream_id, expected, &events).await {
+            let attempt = {
+                let _turn = self.write_turn.lock().await;
+                self.try_append(stream_id, expected, &events).await
+            };
+            match attempt {
                 Ok(outcome) => {
                     if !events.is_empty() {
                         self.appended.notify_waiters();
@@ -204,12 +218,14 @@ impl EventStore for SqliteEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&format!("{SELECT_COLUMNS} WHERE position > ? ORDER BY position LIMIT ?"))
-            .bind(after.position)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let rows = sqlx::query(&format!(
+            "{SELECT_COLUMNS} WHERE position > ? ORDER BY position LIMIT ?"
+        ))
+        .bind(after.position)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()
     }
 
@@ -249,8 +265,8 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let stream_version: i64 = row.try_get("stream_version").map_err(StoreError::from_sqlx)?;
     let event_type: String = row.try_get("event_type").map_err(StoreError::from_sqlx)?;
     let schema_version: i64 = row.try_get("schema_version").map_err(StoreError::from_sqlx)?;
-    let schema_version =
-        u16::try_from(schema_version).map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
+    let schema_version = u16::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
     let data_text: String = row.try_get("data").map_err(StoreError::from_sqlx)?;
     let payload = serde_json::from_str(&data_text).map_err(|error| corrupt(format!("data is not json: {error}")))?;
     let actor_key_id: Option<String> = row.try_get("actor_key_id").map_err(StoreError::from_sqlx)?;
