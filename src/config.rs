@@ -162,6 +162,8 @@ mod tests {
     }
 
     #[test]
+    // figment's Jail fixes the closure's error type to figment::Error
+    #[allow(clippy::result_large_err)]
     fn environment_settings_load_and_unknown_ones_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("NEUROSTASH_LOG", "debug");

@@ -108,12 +108,13 @@ impl<A: Aggregate> AggregateActorState<A> {
             .await
             .map_err(CommandError::Store)?;
         for event in recorded {
-            let payload = A::Event::from_data(&event.event_type, event.schema_version, event.payload).map_err(
-                |error| CommandError::Corrupt {
-                    stream_id: self.stream_id.clone(),
-                    reason: error.to_string(),
-                },
-            )?;
+            let payload =
+                A::Event::from_data(&event.event_type, event.schema_version, event.payload).map_err(|error| {
+                    CommandError::Corrupt {
+                        stream_id: self.stream_id.clone(),
+                        reason: error.to_string(),
+                    }
+                })?;
             self.aggregate.apply(&payload);
             self.version = event.stream_version;
         }

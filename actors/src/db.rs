@@ -371,7 +371,9 @@ fn with_database(url: &str, name: &str) -> String {
 /// The Postgres server the test suites use, from
 /// `NEUROSTASH_TEST_POSTGRES_URL`; `None` when unset or empty.
 pub fn test_postgres_url() -> Option<String> {
-    std::env::var(TEST_POSTGRES_URL_VAR).ok().filter(|url| !url.trim().is_empty())
+    std::env::var(TEST_POSTGRES_URL_VAR)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
 }
 
 /// Creates a new, empty database `ns_test_<uuid>` on the server of
@@ -423,7 +425,10 @@ mod tests {
     #[test]
     fn swaps_the_database_keeping_server_and_query() {
         assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "ns_test_x"),
+            with_database(
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+                "ns_test_x"
+            ),
             "postgres://postgres@127.0.0.1:5432/ns_test_x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u:p@h:1", "d"), "postgres://u:p@h:1/d");

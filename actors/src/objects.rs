@@ -114,7 +114,10 @@ mod tests {
         store.put("tenant/a/doc.bin", b"hello".to_vec()).await.unwrap();
         assert_eq!(store.get("tenant/a/doc.bin").await.unwrap(), b"hello");
         store.delete("tenant/a/doc.bin").await.unwrap();
-        assert!(matches!(store.get("tenant/a/doc.bin").await, Err(ObjectStoreError::NotFound(_))));
+        assert!(matches!(
+            store.get("tenant/a/doc.bin").await,
+            Err(ObjectStoreError::NotFound(_))
+        ));
         store.delete("tenant/a/doc.bin").await.unwrap();
     }
 

@@ -210,7 +210,9 @@ impl<A: Aggregate> AggregateHandle<A> {
                 ))),
             };
         }
-        Err(CommandError::Unavailable(format!("actor for {stream_id} keeps stopping")))
+        Err(CommandError::Unavailable(format!(
+            "actor for {stream_id} keeps stopping"
+        )))
     }
 
     /// The current state of an aggregate, read through its actor.
@@ -221,7 +223,9 @@ impl<A: Aggregate> AggregateHandle<A> {
             .await
         {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
-            _ => Err(CommandError::Unavailable(format!("actor for {stream_id} did not answer"))),
+            _ => Err(CommandError::Unavailable(format!(
+                "actor for {stream_id} did not answer"
+            ))),
         }
     }
 

@@ -216,7 +216,10 @@ impl Aggregate for Document {
                     });
                 }
                 if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
-                    return Err(DomainError::invalid("document_id", "does not match tenant and file name"));
+                    return Err(DomainError::invalid(
+                        "document_id",
+                        "does not match tenant and file name",
+                    ));
                 }
                 Ok(vec![DocumentEvent::DocumentRegistered {
                     document_id: *document_id,
@@ -256,10 +259,7 @@ impl Aggregate for Document {
                         }
                         if self.attempts >= *max_attempts {
                             return Ok(vec![DocumentEvent::ProcessingFailed {
-                                reason: format!(
-                                    "processing lease expired {} times without a result",
-                                    self.attempts
-                                ),
+                                reason: format!("processing lease expired {} times without a result", self.attempts),
                                 attempt: self.attempts,
                             }]);
                         }
@@ -269,12 +269,12 @@ impl Aggregate for Document {
                             lease_expires_at: *now + *lease_for,
                         }])
                     }
-                    Some(DocumentStatus::Success) => Err(DomainError::Conflict(format!(
-                        "document {id} is already processed"
-                    ))),
-                    Some(DocumentStatus::Failed) | None => Err(DomainError::Conflict(format!(
-                        "document {id} failed processing"
-                    ))),
+                    Some(DocumentStatus::Success) => {
+                        Err(DomainError::Conflict(format!("document {id} is already processed")))
+                    }
+                    Some(DocumentStatus::Failed) | None => {
+                        Err(DomainError::Conflict(format!("document {id} failed processing")))
+                    }
                 }
             }
             DocumentCommand::CompleteProcessing { worker, artifact } => {

@@ -18,9 +18,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// was already read, and a reader that followed positions alone would skip it.
 /// Ordering by transaction id and reading only transactions older than every
 /// running one (`pg_snapshot_xmin`) makes each read a stable prefix of the log.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct LogPosition {
     pub commit: i64,
     pub position: i64,
@@ -47,7 +45,10 @@ impl std::str::FromStr for LogPosition {
             }),
             None => {
                 let position = parse(s)?;
-                Ok(LogPosition { commit: position, position })
+                Ok(LogPosition {
+                    commit: position,
+                    position,
+                })
             }
         }
     }

@@ -75,9 +75,7 @@ impl AnyEvent {
     ) -> Result<AnyEvent, EventDecodeError> {
         match category {
             Tenant::CATEGORY => TenantEvent::from_data(event_type, schema_version, data).map(AnyEvent::Tenant),
-            Document::CATEGORY => {
-                DocumentEvent::from_data(event_type, schema_version, data).map(AnyEvent::Document)
-            }
+            Document::CATEGORY => DocumentEvent::from_data(event_type, schema_version, data).map(AnyEvent::Document),
             KnowledgeBase::CATEGORY => {
                 KnowledgeBaseEvent::from_data(event_type, schema_version, data).map(AnyEvent::KnowledgeBase)
             }

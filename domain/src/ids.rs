@@ -48,7 +48,10 @@ uuid_id!(KnowledgeBaseId, "knowledge_base");
 impl TenantId {
     /// Tenants are keyed by their normalised e-mail address.
     pub fn for_email(normalised_email: &str) -> Self {
-        TenantId(Uuid::new_v5(&NAMESPACE, format!("tenant:{normalised_email}").as_bytes()))
+        TenantId(Uuid::new_v5(
+            &NAMESPACE,
+            format!("tenant:{normalised_email}").as_bytes(),
+        ))
     }
 }
 
@@ -84,9 +87,7 @@ impl StreamId {
     /// themselves, so the cut is by length, not by the first dash.
     pub fn category(&self) -> &str {
         const UUID_WITH_DASH: usize = 37;
-        self.0
-            .get(..self.0.len().saturating_sub(UUID_WITH_DASH))
-            .unwrap_or("")
+        self.0.get(..self.0.len().saturating_sub(UUID_WITH_DASH)).unwrap_or("")
     }
 
     pub fn as_str(&self) -> &str {

@@ -108,7 +108,11 @@ pub enum TenantEvent {
         key_id: ApiKeyId,
     },
 }
-event_payload!(TenantEvent { TenantRegistered, ApiKeyIssued, ApiKeyRevoked });
+event_payload!(TenantEvent {
+    TenantRegistered,
+    ApiKeyIssued,
+    ApiKeyRevoked
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyState {

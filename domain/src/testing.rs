@@ -136,7 +136,8 @@ impl<A: Aggregate> Outcome<A> {
 /// text) and decodes it again under the current schema version.
 pub fn round_trip<E: EventPayload>(event: &E) -> E {
     let stored = event.to_data().to_string();
-    let data = serde_json::from_str(&stored).unwrap_or_else(|error| panic!("stored data {stored} is not json: {error}"));
+    let data =
+        serde_json::from_str(&stored).unwrap_or_else(|error| panic!("stored data {stored} is not json: {error}"));
     E::from_data(event.event_type(), SCHEMA_VERSION, data)
         .unwrap_or_else(|error| panic!("cannot decode {event:?} from {stored}: {error}"))
 }

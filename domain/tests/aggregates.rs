@@ -2,16 +2,14 @@
 //! stored form of every event.
 
 use chrono::{DateTime, Duration, Utc};
-use domain::document::{
-    ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease,
-};
+use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease};
 use domain::event::event_schemas;
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
 use domain::testing::Scenario;
 use domain::{
-    Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload,
-    KnowledgeBaseId, TenantId, SCHEMA_VERSION,
+    Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload, KnowledgeBaseId, TenantId,
+    SCHEMA_VERSION,
 };
 use uuid::Uuid;
 
@@ -231,9 +229,7 @@ mod tenant {
     fn revoking_an_unknown_key_is_not_found() {
         Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User)])
             .when(revoke(2))
-            .then_reject(|error| {
-                matches!(error, DomainError::NotFound { entity: "api key", id } if id == "key-2")
-            });
+            .then_reject(|error| matches!(error, DomainError::NotFound { entity: "api key", id } if id == "key-2"));
     }
 }
 
@@ -417,14 +413,9 @@ mod document {
 
     #[test]
     fn a_deleted_document_can_be_registered_again_from_scratch() {
-        let state = Scenario::<Document>::given([
-            registered(),
-            started("w1", 1, at(0)),
-            processed(),
-            deleted(),
-        ])
-        .when(register())
-        .then_expect([registered()]);
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0)), processed(), deleted()])
+            .when(register())
+            .then_expect([registered()]);
         assert_eq!(state, Document::replay(&[registered()]));
         assert!(!state.deleted);
         assert_eq!(state.artifact, None);
@@ -509,11 +500,7 @@ mod document {
 
     #[test]
     fn only_the_lease_holder_completes_or_fails() {
-        let not_holder = |worker: &'static str| {
-            move |error: &DomainError| {
-                matches!(error, DomainError::NotLeaseHolder { worker: w, .. } if w == worker)
-            }
-        };
+        let not_holder = |worker: &'static str| move |error: &DomainError| matches!(error, DomainError::NotLeaseHolder { worker: w, .. } if w == worker);
         let processing = [registered(), started("w1", 1, at(0))];
         Scenario::<Document>::given(processing.clone())
             .when(complete("w2"))
@@ -575,7 +562,9 @@ mod document {
     fn a_processed_or_failed_document_cannot_be_started_again() {
         Scenario::<Document>::given([registered(), started("w1", 1, at(0)), processed()])
             .when(start("w2", at(60)))
-            .then_reject(|error| matches!(error, DomainError::Conflict(message) if message.contains("already processed")));
+            .then_reject(
+                |error| matches!(error, DomainError::Conflict(message) if message.contains("already processed")),
+            );
         Scenario::<Document>::given([
             registered(),
             started("w1", 1, at(0)),
@@ -733,7 +722,15 @@ mod knowledge_base {
     fn create_twice_is_already_exists_even_after_delete() {
         Scenario::<KnowledgeBase>::given([created()])
             .when(create("papers", None))
-            .then_reject(|error| matches!(error, DomainError::AlreadyExists { entity: "knowledge base", .. }));
+            .then_reject(|error| {
+                matches!(
+                    error,
+                    DomainError::AlreadyExists {
+                        entity: "knowledge base",
+                        ..
+                    }
+                )
+            });
         Scenario::<KnowledgeBase>::given([created(), deleted()])
             .when(create("papers", None))
             .then_error_code("already_exists");
@@ -755,9 +752,9 @@ mod knowledge_base {
                 document_id: foreign,
                 document_tenant: TenantId::for_email("bob@example.com"),
             })
-            .then_reject(|error| {
-                matches!(error, DomainError::NotFound { entity: "document", id } if *id == foreign.to_string())
-            });
+            .then_reject(
+                |error| matches!(error, DomainError::NotFound { entity: "document", id } if *id == foreign.to_string()),
+            );
     }
 
     #[test]
@@ -765,7 +762,13 @@ mod knowledge_base {
         Scenario::<KnowledgeBase>::given([created(), added(own_document(1))])
             .when(add(own_document(1)))
             .then_reject(|error| {
-                matches!(error, DomainError::AlreadyExists { entity: "knowledge base document", .. })
+                matches!(
+                    error,
+                    DomainError::AlreadyExists {
+                        entity: "knowledge base document",
+                        ..
+                    }
+                )
             });
     }
 
@@ -782,7 +785,13 @@ mod knowledge_base {
         Scenario::<KnowledgeBase>::given([created(), added(own_document(1))])
             .when(remove(own_document(2)))
             .then_reject(|error| {
-                matches!(error, DomainError::NotFound { entity: "knowledge base document", .. })
+                matches!(
+                    error,
+                    DomainError::NotFound {
+                        entity: "knowledge base document",
+                        ..
+                    }
+                )
             });
         Scenario::<KnowledgeBase>::given([created(), added(own_document(1)), removed(own_document(1))])
             .when(remove(own_document(1)))

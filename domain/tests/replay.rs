@@ -22,9 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use chrono::{DateTime, Duration, Utc};
-use domain::document::{
-    ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName,
-};
+use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName};
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
 use domain::testing::round_trip;
@@ -44,8 +42,7 @@ const EMAILS: [&str; 2] = ["ada@example.com", "bob@example.com"];
 
 /// A fixed instant plus `minutes`; the domain reads no clock.
 fn at(minutes: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_700_000_000, 0).expect("valid timestamp")
-        + Duration::minutes(minutes)
+    DateTime::from_timestamp(1_700_000_000, 0).expect("valid timestamp") + Duration::minutes(minutes)
 }
 
 fn tenant_id(n: usize) -> TenantId {
@@ -88,11 +85,8 @@ fn command_name(command: &impl Debug) -> String {
 /// Runs `property` on the values of `strategy` (256 cases unless
 /// `PROPTEST_CASES` says otherwise), then checks that the run reached every
 /// `expected` outcome.
-fn check<S: Strategy>(
-    strategy: S,
-    expected: &[&str],
-    property: impl Fn(S::Value, &Coverage) -> TestCaseResult,
-) where
+fn check<S: Strategy>(strategy: S, expected: &[&str], property: impl Fn(S::Value, &Coverage) -> TestCaseResult)
+where
     S::Value: Debug,
 {
     let coverage = Coverage::default();
@@ -100,9 +94,7 @@ fn check<S: Strategy>(
     // and tried first on later runs; integration tests have no lib.rs above
     // them for proptest's default location
     let config = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         ..Config::with_source_file(file!())
     };
     let mut runner = TestRunner::new(config);
@@ -138,9 +130,7 @@ fn run_and_replay<A: Aggregate>(
         );
         let name = command_name(command);
         match &decision {
-            Ok(events) if events.is_empty() => {
-                coverage.record(format!("{name} accepted as a no-op"))
-            }
+            Ok(events) if events.is_empty() => coverage.record(format!("{name} accepted as a no-op")),
             Ok(events) => {
                 for event in events {
                     coverage.record(format!("{name} accepted {}", event.event_type()));
@@ -253,11 +243,7 @@ mod tenant {
                     email: Email::parse(EMAILS[*email]).expect("valid email"),
                     role: *role,
                 }),
-                Step::Issue {
-                    key,
-                    label,
-                    expires_at,
-                } => {
+                Step::Issue { key, label, expires_at } => {
                     let key_id = name_key(key);
                     commands.push(TenantCommand::IssueApiKey {
                         secret_hash: format!("hash-of-{key_id}"),
@@ -277,9 +263,7 @@ mod tenant {
                         });
                     }
                 }
-                Step::Revoke { key } => commands.push(TenantCommand::RevokeApiKey {
-                    key_id: name_key(key),
-                }),
+                Step::Revoke { key } => commands.push(TenantCommand::RevokeApiKey { key_id: name_key(key) }),
             }
         }
         commands
@@ -294,10 +278,7 @@ mod tenant {
         let active = after.api_keys.values().filter(|key| !key.revoked).count();
         prop_assert!(active <= MAX_ACTIVE_API_KEYS, "{} active api keys", active);
         match (after.id, &after.email, after.role) {
-            (None, None, None) => prop_assert!(
-                after.api_keys.is_empty(),
-                "an unregistered tenant holds keys"
-            ),
+            (None, None, None) => prop_assert!(after.api_keys.is_empty(), "an unregistered tenant holds keys"),
             (Some(id), Some(email), Some(_)) => {
                 prop_assert_eq!(id, TenantId::for_email(email.as_str()))
             }
@@ -314,9 +295,7 @@ mod tenant {
         for (key_id, key) in &before.api_keys {
             let kept = after.api_keys.get(key_id);
             prop_assert!(
-                kept.is_some_and(
-                    |kept| kept.expires_at == key.expires_at && (kept.revoked || !key.revoked)
-                ),
+                kept.is_some_and(|kept| kept.expires_at == key.expires_at && (kept.revoked || !key.revoked)),
                 "api key {} went from {:?} to {:?}",
                 key_id,
                 key,
@@ -411,10 +390,7 @@ mod document {
     }
 
     fn plan() -> impl Strategy<Value = Plan> {
-        (1u32..=3, vec(step(), 0..=40)).prop_map(|(max_attempts, steps)| Plan {
-            max_attempts,
-            steps,
-        })
+        (1u32..=3, vec(step(), 0..=40)).prop_map(|(max_attempts, steps)| Plan { max_attempts, steps })
     }
 
     fn commands(plan: &Plan) -> Vec<DocumentCommand> {
@@ -484,9 +460,7 @@ mod document {
         if before.deleted && !registers {
             coverage.record("a command to a deleted document");
             prop_assert!(
-                decision
-                    .as_ref()
-                    .is_err_and(|error| error.code() == "not_found"),
+                decision.as_ref().is_err_and(|error| error.code() == "not_found"),
                 "a deleted document accepted {:?}: {:?}",
                 command,
                 decision
@@ -500,19 +474,11 @@ mod document {
             max_attempts
         );
         let Some(id) = after.id else {
-            prop_assert_eq!(
-                after,
-                &Document::default(),
-                "an unregistered document holds state"
-            );
+            prop_assert_eq!(after, &Document::default(), "an unregistered document holds state");
             return Ok(());
         };
-        let (Some(tenant), Some(file_name), Some(status)) =
-            (after.tenant_id, &after.file_name, after.status)
-        else {
-            return Err(TestCaseError::fail(format!(
-                "a half-registered document: {after:?}"
-            )));
+        let (Some(tenant), Some(file_name), Some(status)) = (after.tenant_id, &after.file_name, after.status) else {
+            return Err(TestCaseError::fail(format!("a half-registered document: {after:?}")));
         };
         prop_assert_eq!(id, DocumentId::for_file(tenant, file_name.as_str()));
         prop_assert!(after.content_type.is_some() && after.object_key.is_some());
@@ -554,20 +520,12 @@ mod document {
                 after.attempts
             );
             if let Some(done @ (DocumentStatus::Success | DocumentStatus::Failed)) = before.status {
-                prop_assert_eq!(
-                    after.status,
-                    Some(done),
-                    "a finished document changed status"
-                );
+                prop_assert_eq!(after.status, Some(done), "a finished document changed status");
             }
         }
         for event in events_of(decision) {
             if let DocumentEvent::ProcessingFailed { attempt, .. } = event {
-                prop_assert_eq!(
-                    *attempt,
-                    after.attempts,
-                    "a failure does not name the last attempt"
-                );
+                prop_assert_eq!(*attempt, after.attempts, "a failure does not name the last attempt");
             }
         }
         Ok(())
@@ -597,20 +555,9 @@ mod document {
                 "a command to a deleted document",
             ],
             |plan, coverage| {
-                run_and_replay::<Document>(
-                    &commands(&plan),
-                    coverage,
-                    |before, command, decision, after| {
-                        check_step(
-                            plan.max_attempts,
-                            coverage,
-                            before,
-                            command,
-                            decision,
-                            after,
-                        )
-                    },
-                )
+                run_and_replay::<Document>(&commands(&plan), coverage, |before, command, decision, after| {
+                    check_step(plan.max_attempts, coverage, before, command, decision, after)
+                })
             },
         );
     }
@@ -625,10 +572,7 @@ mod knowledge_base {
 
     fn document(n: usize) -> (DocumentId, TenantId) {
         let (owner, file) = DOCUMENTS[n];
-        (
-            DocumentId::for_file(tenant_id(owner), file),
-            tenant_id(owner),
-        )
+        (DocumentId::for_file(tenant_id(owner), file), tenant_id(owner))
     }
 
     fn owner_of(document_id: &DocumentId) -> Option<TenantId> {
@@ -680,11 +624,7 @@ mod knowledge_base {
         steps
             .iter()
             .map(|step| match step {
-                Step::Create {
-                    tenant,
-                    name,
-                    category,
-                } => KnowledgeBaseCommand::Create {
+                Step::Create { tenant, name, category } => KnowledgeBaseCommand::Create {
                     knowledge_base_id,
                     tenant_id: tenant_id(*tenant),
                     name: name.clone(),
@@ -776,13 +716,9 @@ mod knowledge_base {
                 "a command to a deleted knowledge base",
             ],
             |steps, coverage| {
-                run_and_replay::<KnowledgeBase>(
-                    &commands(&steps),
-                    coverage,
-                    |before, command, decision, after| {
-                        check_step(coverage, before, command, decision, after)
-                    },
-                )
+                run_and_replay::<KnowledgeBase>(&commands(&steps), coverage, |before, command, decision, after| {
+                    check_step(coverage, before, command, decision, after)
+                })
             },
         );
     }

@@ -242,7 +242,11 @@ impl Backoff {
         // a zero delay would turn a persistent failure into a tight loop
         let initial = initial.max(Duration::from_millis(1));
         let max = max.max(initial);
-        Backoff { initial, max, next: initial }
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
     }
 
     fn next_delay(&mut self) -> Duration {
@@ -410,7 +414,10 @@ mod tests {
                     event_id: uuid::Uuid::new_v4(),
                     stream_id: StreamId(format!("test-{}", uuid::Uuid::nil())),
                     stream_version: position,
-                    log_position: LogPosition { commit: position, position },
+                    log_position: LogPosition {
+                        commit: position,
+                        position,
+                    },
                     schema_version: domain::SCHEMA_VERSION,
                     event_type: "Tested".into(),
                     recorded_at: Utc::now(),
@@ -513,7 +520,10 @@ mod tests {
             }
             let mut state = self.state.lock().unwrap();
             let expected_next = state.0.position + 1;
-            assert_eq!(events[0].log_position.position, expected_next, "batch does not follow the checkpoint");
+            assert_eq!(
+                events[0].log_position.position, expected_next,
+                "batch does not follow the checkpoint"
+            );
             state.0 = events.last().unwrap().log_position;
             state.1 += events.len();
             self.batch_sizes.lock().unwrap().push(events.len());
@@ -530,7 +540,11 @@ mod tests {
         }
     }
 
-    fn spawn(store: &Arc<MemoryStore>, projection: &Arc<CountingProjection>, options: RunnerOptions) -> ProjectionHandle {
+    fn spawn(
+        store: &Arc<MemoryStore>,
+        projection: &Arc<CountingProjection>,
+        options: RunnerOptions,
+    ) -> ProjectionHandle {
         let store: Arc<dyn EventStore> = store.clone();
         let projection: Arc<dyn Projection> = projection.clone();
         ProjectionRunner::spawn(store, projection, options)
@@ -579,7 +593,10 @@ mod tests {
         let handle = spawn(&store, &projection, options);
         tokio::time::sleep(Duration::from_millis(550)).await;
         let reads = store.reads.load(Ordering::SeqCst);
-        assert!((3..=8).contains(&reads), "{reads} reads in 550 ms at a 100 ms poll interval");
+        assert!(
+            (3..=8).contains(&reads),
+            "{reads} reads in 550 ms at a 100 ms poll interval"
+        );
         handle.shutdown().await;
     }
 
@@ -591,7 +608,10 @@ mod tests {
         let handle = spawn(&store, &projection, fast_options());
         assert!(handle.wait_for(head, Duration::from_secs(5)).await);
 
-        let beyond = LogPosition { commit: 99, position: 99 };
+        let beyond = LogPosition {
+            commit: 99,
+            position: 99,
+        };
         let started = std::time::Instant::now();
         assert!(!handle.wait_for(beyond, Duration::from_millis(150)).await);
         assert!(started.elapsed() >= Duration::from_millis(150));
@@ -614,7 +634,11 @@ mod tests {
         let handle = spawn(&store, &projection, fast_options());
         assert!(handle.wait_for(head, Duration::from_secs(5)).await);
         // 6 failures in a row wait 10 + 20 + 40 + 40 + 40 + 40 ms
-        assert!(started.elapsed() >= Duration::from_millis(190), "retried after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(190),
+            "retried after {:?}",
+            started.elapsed()
+        );
         assert_eq!(projection.applied(), 6);
         handle.shutdown().await;
     }
@@ -657,10 +681,19 @@ mod tests {
         assert_eq!(*projection.batch_sizes.lock().unwrap(), vec![3, 2]);
 
         let head = catch_up_to_head(&store, &projection, 100).await.unwrap();
-        assert_eq!(head, LogPosition { commit: 10, position: 10 });
+        assert_eq!(
+            head,
+            LogPosition {
+                commit: 10,
+                position: 10
+            }
+        );
         assert_eq!(projection.applied(), 10);
 
-        let beyond = LogPosition { commit: 50, position: 50 };
+        let beyond = LogPosition {
+            commit: 50,
+            position: 50,
+        };
         assert_eq!(catch_up(&store, &projection, beyond, 3).await.unwrap(), head);
         assert_eq!(projection.applied(), 10);
     }

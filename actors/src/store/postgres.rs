@@ -252,7 +252,10 @@ impl EventStore for PostgresEventStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
-        Ok(head.map_or(LogPosition::START, |(commit, position)| LogPosition { commit, position }))
+        Ok(head.map_or(LogPosition::START, |(commit, position)| LogPosition {
+            commit,
+            position,
+        }))
     }
 
     fn appended(&self) -> Arc<Notify> {
