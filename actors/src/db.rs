@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
 use uuid::Uuid;
 
-use crate::store::{EventStore, PostgresEventStore, SqliteEventStore};
+use crate::store::{EventStore, Outbox, PostgresEventStore, SqliteEventStore};
 
 /// Migrations are embedded at compile time; `build.rs` makes a new file in
 /// these folders trigger a rebuild.
@@ -146,9 +146,21 @@ impl Database {
     /// appends made through the returned handle, so build it once and share
     /// it.
     pub fn event_store(&self) -> Arc<dyn EventStore> {
+        self.event_log().0
+    }
+
+    /// The event store and its outbox, one adapter behind both, so that
+    /// outbox writes take their turn with appends (SQLite has one writer).
+    pub fn event_log(&self) -> (Arc<dyn EventStore>, Arc<dyn Outbox>) {
         match self {
-            Database::Sqlite(pool) => Arc::new(SqliteEventStore::new(pool.clone())),
-            Database::Postgres(pool) => Arc::new(PostgresEventStore::new(pool.clone())),
+            Database::Sqlite(pool) => {
+                let store = Arc::new(SqliteEventStore::new(pool.clone()));
+                (store.clone(), store)
+            }
+            Database::Postgres(pool) => {
+                let store = Arc::new(PostgresEventStore::new(pool.clone()));
+                (store.clone(), store)
+            }
         }
     }
 

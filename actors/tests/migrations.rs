@@ -14,12 +14,14 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 8] = [
+const EXPECTED_TABLES: [&str; 10] = [
     "api_keys",
     "documents_registry",
     "events",
     "knowledge_base_documents",
     "knowledge_bases",
+    "outbox",
+    "outbox_relay_lease",
     "projection_applied",
     "projection_checkpoints",
     "user_clients",
@@ -327,7 +329,25 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
             .collect(),
     };
     assert_eq!(schema.enum_types, expected_enums, "enum types after up");
-    assert_eq!(schema.applied_migrations, 2, "both migrations recorded");
+    assert_eq!(
+        schema.applied_migrations,
+        migration_count(backend),
+        "every migration recorded"
+    );
+}
+
+/// How many migrations the backend's folder holds (one `.up.sql` each).
+fn migration_count(backend: Backend) -> i64 {
+    let folder = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let path = format!("{}/../migrations/{folder}", env!("CARGO_MANIFEST_DIR"));
+    let entries = std::fs::read_dir(&path).unwrap_or_else(|error| panic!("list {path}: {error}"));
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".up.sql"))
+        .count() as i64
 }
 
 fn assert_fully_reverted(schema: &Schema) {
@@ -380,6 +400,7 @@ async fn write_sample_rows(database: &Database) {
         "INSERT INTO projection_checkpoints (name, commit_pos, position, updated_at) VALUES \
          ('registry', 1, 1, '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO projection_applied (projection, stream_id, version) VALUES ('registry', 'tenant-x', 1)",
+        "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, 'relay-1', '2026-01-01T00:00:00.000000Z')",
     ];
     for statement in statements {
         execute(database, statement)

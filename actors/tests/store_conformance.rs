@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::db::{fresh_postgres, test_postgres_url, ConnectOptions, Database, TEST_POSTGRES_URL_VAR};
-use actors::store::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use actors::store::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, RecordedEvent, StoreError};
 use chrono::Utc;
 use domain::{ApiKeyId, EventMetadata, LogPosition, StreamId, TenantId};
 use serde_json::json;
@@ -50,6 +50,7 @@ struct TestDatabase {
     /// Where an independent pool on the same database can connect.
     url: String,
     store: Arc<dyn EventStore>,
+    outbox: Arc<dyn Outbox>,
     teardown: Teardown,
 }
 
@@ -110,11 +111,12 @@ async fn open_with_pool(backend: Backend, pool_size: u32) -> TestDatabase {
         }
     };
     database.migrate_up().await.expect("migrations apply");
-    let store = database.event_store();
+    let (store, outbox) = database.event_log();
     TestDatabase {
         database,
         url,
         store,
+        outbox,
         teardown,
     }
 }
@@ -844,6 +846,120 @@ async fn appended_wakes_a_waiting_consumer(backend: Backend) {
     test.finish().await;
 }
 
+/// Every append leaves one outbox row per event, in the same transaction:
+/// the relay sees each event exactly once until it is marked, in log order.
+async fn every_appended_event_waits_in_the_outbox_until_marked(backend: Backend) {
+    let test = open(backend).await;
+    let (store, outbox) = (test.store.as_ref(), test.outbox.as_ref());
+    let first = new_stream("outbox");
+    let second = new_stream("outbox");
+    store
+        .append(&first, ExpectedVersion::Exactly(0), events("a", 3))
+        .await
+        .expect("append");
+    store
+        .append(&second, ExpectedVersion::Exactly(0), events("b", 2))
+        .await
+        .expect("append");
+    store
+        .append(&first, ExpectedVersion::Exactly(3), events("c", 1))
+        .await
+        .expect("append");
+    let stale = store
+        .append(&second, ExpectedVersion::Exactly(0), events("stale", 1))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{stale:?}");
+
+    assert_eq!(
+        outbox.backlog().await.expect("backlog"),
+        6,
+        "a refused append leaves no row"
+    );
+    let pending = outbox.pending(100).await.expect("pending");
+    let log = store.read_log(LogPosition::START, 100).await.expect("read_log");
+    assert_eq!(
+        pending.iter().map(|event| event.event_id).collect::<Vec<_>>(),
+        log.iter().map(|event| event.event_id).collect::<Vec<_>>(),
+        "the outbox holds the log's events, in its order"
+    );
+    assert_eq!(pending, log, "pending events carry every field of the log");
+
+    // A page of the outbox is a prefix of it: per stream, oldest first.
+    let page = outbox.pending(2).await.expect("pending page");
+    assert_eq!(page, log[..2].to_vec());
+    let marked: Vec<i64> = page.iter().map(|event| event.log_position.position).collect();
+    assert_eq!(outbox.mark_published(&marked).await.expect("mark"), 2);
+    assert_eq!(
+        outbox.mark_published(&marked).await.expect("mark again"),
+        0,
+        "marking twice is harmless"
+    );
+    assert_eq!(outbox.mark_published(&[]).await.expect("mark nothing"), 0);
+    let rest = outbox.pending(100).await.expect("pending");
+    assert_eq!(rest, log[2..].to_vec());
+    let all: Vec<i64> = rest.iter().map(|event| event.log_position.position).collect();
+    outbox.mark_published(&all).await.expect("mark the rest");
+    assert!(outbox.pending(100).await.expect("pending").is_empty());
+    assert_eq!(outbox.backlog().await.expect("backlog"), 0);
+    // The log itself keeps everything: the outbox only tracks publishing.
+    assert_eq!(
+        store.read_log(LogPosition::START, 100).await.expect("read_log").len(),
+        6
+    );
+    test.finish().await;
+}
+
+/// One relay holds the lease at a time; it renews its own, another takes
+/// it only once it has expired or been released.
+async fn the_relay_lease_has_one_holder_at_a_time(backend: Backend) {
+    let test = open(backend).await;
+    let outbox = test.outbox.as_ref();
+    let now = Utc::now();
+    let lease = Duration::from_secs(10);
+    assert!(outbox
+        .acquire_relay_lease("relay-a", now, lease)
+        .await
+        .expect("acquire"));
+    assert!(!outbox
+        .acquire_relay_lease("relay-b", now, lease)
+        .await
+        .expect("contend"));
+    let later = now + chrono::Duration::seconds(5);
+    assert!(outbox
+        .acquire_relay_lease("relay-a", later, lease)
+        .await
+        .expect("renew"));
+    // Past the first expiry but within the renewed one: still a's.
+    let past_first = now + chrono::Duration::seconds(12);
+    assert!(!outbox
+        .acquire_relay_lease("relay-b", past_first, lease)
+        .await
+        .expect("contend"));
+    let past_renewal = now + chrono::Duration::seconds(16);
+    assert!(outbox
+        .acquire_relay_lease("relay-b", past_renewal, lease)
+        .await
+        .expect("take over"));
+    assert!(!outbox
+        .acquire_relay_lease("relay-a", past_renewal, lease)
+        .await
+        .expect("old holder"));
+    outbox
+        .release_relay_lease("relay-a")
+        .await
+        .expect("release by a non-holder");
+    assert!(!outbox
+        .acquire_relay_lease("relay-a", past_renewal, lease)
+        .await
+        .expect("still b's"));
+    outbox.release_relay_lease("relay-b").await.expect("release");
+    assert!(outbox
+        .acquire_relay_lease("relay-a", past_renewal, lease)
+        .await
+        .expect("after release"));
+    test.finish().await;
+}
+
 macro_rules! conformance_suite {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -880,6 +996,8 @@ conformance_suite!(
     log_head_is_the_last_readable_event,
     a_batch_larger_than_one_statement_stays_in_order,
     appended_wakes_a_waiting_consumer,
+    every_appended_event_waits_in_the_outbox_until_marked,
+    the_relay_lease_has_one_holder_at_a_time,
 );
 
 /// The Postgres visibility rule of `store/postgres.rs`: rows are ordered by
@@ -1001,6 +1119,46 @@ mod postgres_visibility {
         let log = read_log_until(store, LogPosition::START, after.log_position).await;
         assert_eq!(log.len(), 2);
         assert!(log.iter().all(|recorded| recorded.event_id != doomed_event));
+        side.close().await;
+        test.finish().await;
+    }
+    /// The outbox is read by what is still there, not from a cursor: a
+    /// transaction that commits after later rows were read and published
+    /// still reaches the relay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_outbox_row_that_commits_late_is_still_relayed() {
+        let test = open(Backend::Postgres).await;
+        let (store, outbox) = (test.store.as_ref(), test.outbox.as_ref());
+        let side = side_pool(&test.url).await;
+
+        let late_stream = new_stream("late");
+        let late_event = Uuid::now_v7();
+        let mut late = side.begin().await.expect("begin");
+        let late_position = insert_uncommitted(&mut late, &late_stream, late_event).await;
+        sqlx::query("INSERT INTO outbox (position) VALUES ($1)")
+            .bind(late_position.position)
+            .execute(&mut *late)
+            .await
+            .expect("outbox row in the open transaction");
+
+        let early = store
+            .append(&new_stream("early"), ExpectedVersion::Exactly(0), events("early", 1))
+            .await
+            .expect("append while another transaction is open");
+        let seen = outbox.pending(100).await.expect("pending");
+        assert_eq!(seen.len(), 1, "only the committed append is visible");
+        assert_eq!(seen[0].log_position, early.log_position);
+        outbox
+            .mark_published(&[early.log_position.position])
+            .await
+            .expect("mark");
+
+        late.commit().await.expect("commit the late transaction");
+        let after = outbox.pending(100).await.expect("pending");
+        assert_eq!(
+            after.iter().map(|event| event.event_id).collect::<Vec<_>>(),
+            vec![late_event]
+        );
         side.close().await;
         test.finish().await;
     }

@@ -101,3 +101,35 @@ pub trait EventStore: Send + Sync + 'static {
     /// seen by polling.
     fn appended(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }
+
+/// The transactional outbox of the event store: every append leaves a row
+/// per event, in the same transaction, until a relay has published the
+/// event and marked it.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Up to `limit` unpublished events, oldest first; the events of one
+    /// stream always come in version order. A transaction that commits
+    /// late is never skipped: its rows are simply still there next time.
+    async fn pending(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Forgets events the broker has acknowledged. Marking an event twice,
+    /// or one that was never pending, is harmless.
+    async fn mark_published(&self, positions: &[i64]) -> Result<u64, StoreError>;
+
+    /// How many events wait to be published.
+    async fn backlog(&self) -> Result<i64, StoreError>;
+
+    /// Takes or renews the relay lease for `holder` until `now + lease_for`;
+    /// `false` while another holder's lease is still running. One relay at a
+    /// time keeps each stream's events in order on the topic.
+    async fn acquire_relay_lease(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_for: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease up early (at shutdown) so another relay needs not
+    /// wait for it to expire.
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError>;
+}

@@ -20,7 +20,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use super::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, RecordedEvent, StoreError};
 
 const SELECT_COLUMNS: &str = "SELECT position, commit_id::text::bigint AS commit, stream_id, stream_version, \
      event_id, event_type, schema_version, data, tenant_id, actor_key_id, correlation_id, causation_id, \
@@ -138,6 +138,14 @@ impl PostgresEventStore {
             }
             next_version += chunk.len() as i64;
         }
+        // The outbox rows commit with the events or not at all.
+        sqlx::query(
+            "INSERT INTO outbox (position) SELECT position FROM events WHERE stream_id = $1 AND stream_version > $2",
+        )
+        .bind(stream_id.as_str())
+        .bind(current_version)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
 
         Ok(AppendOutcome {
@@ -260,6 +268,73 @@ impl EventStore for PostgresEventStore {
 
     fn appended(&self) -> Arc<Notify> {
         self.appended.clone()
+    }
+}
+
+#[async_trait]
+impl Outbox for PostgresEventStore {
+    async fn pending(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        // The smallest positions first: a stream's versions have increasing
+        // positions, so any such prefix holds each stream's oldest events.
+        let rows = sqlx::query(&format!(
+            "{SELECT_COLUMNS} WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) \
+             ORDER BY position"
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn mark_published(&self, positions: &[i64]) -> Result<u64, StoreError> {
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query("DELETE FROM outbox WHERE position = ANY($1)")
+            .bind(positions)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn backlog(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn acquire_relay_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_for: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let expires_at = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+        let granted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE outbox_relay_lease.holder = excluded.holder OR outbox_relay_lease.expires_at < $3 \
+             RETURNING holder",
+        )
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(granted.is_some())
+    }
+
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox_relay_lease WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use super::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, Outbox, RecordedEvent, StoreError};
 
 const SELECT_COLUMNS: &str = "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, \
      data, tenant_id, actor_key_id, correlation_id, causation_id, recorded_at FROM events";
@@ -120,6 +120,14 @@ impl SqliteEventStore {
             last_position = positions.into_iter().max().unwrap_or(last_position);
             next_version += chunk.len() as i64;
         }
+        // The outbox rows commit with the events or not at all.
+        sqlx::query(
+            "INSERT INTO outbox (position) SELECT position FROM events WHERE stream_id = ? AND stream_version > ?",
+        )
+        .bind(stream_id.as_str())
+        .bind(current_version)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
 
         Ok(AppendOutcome {
@@ -243,6 +251,87 @@ impl EventStore for SqliteEventStore {
     fn appended(&self) -> Arc<Notify> {
         self.appended.clone()
     }
+}
+
+#[async_trait]
+impl Outbox for SqliteEventStore {
+    async fn pending(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_COLUMNS} WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT ?) \
+             ORDER BY position"
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn mark_published(&self, positions: &[i64]) -> Result<u64, StoreError> {
+        let mut marked = 0;
+        // SQLite binds at most 32766 parameters per statement.
+        for chunk in positions.chunks(ROWS_PER_INSERT) {
+            let mut delete = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE position IN (");
+            let mut separated = delete.separated(", ");
+            for position in chunk {
+                separated.push_bind(*position);
+            }
+            delete.push(")");
+            let _turn = self.write_turn.lock().await;
+            let done = delete
+                .build()
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            marked += done.rows_affected();
+        }
+        Ok(marked)
+    }
+
+    async fn backlog(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn acquire_relay_lease(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_for: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let expires_at = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+        let _turn = self.write_turn.lock().await;
+        // RFC 3339 UTC with a fixed precision compares correctly as text.
+        let granted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE outbox_relay_lease.holder = excluded.holder OR outbox_relay_lease.expires_at < ?3 \
+             RETURNING holder",
+        )
+        .bind(holder)
+        .bind(lease_time(expires_at))
+        .bind(lease_time(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(granted.is_some())
+    }
+
+    async fn release_relay_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn.lock().await;
+        sqlx::query("DELETE FROM outbox_relay_lease WHERE holder = ?")
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+}
+
+fn lease_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
