@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of NeuroStash: installs and starts what the tests need
-# (a throwaway PostgreSQL on loopback), then the whole workspace suite.
+# (a throwaway PostgreSQL and a Kafka-protocol broker on loopback, the
+# Python client the outside-consumer test uses), then the whole workspace
+# suite.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -p domain  # extra arguments go to the test runner
@@ -20,9 +22,13 @@ if ! command -v cc >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
 fi
 
 export NEUROSTASH_PG_STATE="${TMPDIR:-/tmp}/neurostash-test-postgres.$$.state"
+export NEUROSTASH_KAFKA_STATE="${TMPDIR:-/tmp}/neurostash-test-kafka.$$.state"
+trap 'bash scripts/kafka.sh stop || true; bash scripts/postgres.sh stop || true' EXIT
 eval "$(bash scripts/postgres.sh start)"
-trap 'bash scripts/postgres.sh stop || true' EXIT
 log "postgres for tests at ${NEUROSTASH_TEST_POSTGRES_URL}"
+eval "$(bash scripts/kafka.sh start)"
+log "kafka broker for tests at ${NEUROSTASH_TEST_KAFKA_BROKERS}"
+eval "$(bash scripts/python-tools.sh)"
 
 export RUST_BACKTRACE=1
 if cargo nextest --version >/dev/null 2>&1; then

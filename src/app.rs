@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use actors::db::{ConnectOptions, Database};
 use actors::objects::{LocalObjectStore, ObjectStore};
-use actors::store::EventStore;
+use actors::store::{EventStore, Outbox};
 use actors::{ActorOptions, ActorSystem, HandleOptions};
 use anyhow::Context;
 use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
 use projections::vector::VectorProjection;
+
+use bus::{OutboxRelay, RelayHandle, RelayOptions};
 
 use crate::auth::KeyHasher;
 use crate::config::Config;
@@ -23,6 +25,7 @@ pub struct App {
     pub config: Arc<Config>,
     pub database: Database,
     pub store: Arc<dyn EventStore>,
+    pub outbox: Arc<dyn Outbox>,
     pub objects: Arc<dyn ObjectStore>,
     pub actors: ActorSystem,
     pub registry: Registry,
@@ -32,6 +35,8 @@ pub struct App {
     pub embedder: Arc<dyn Embedder>,
     pub key_hasher: KeyHasher,
     processor: ProcessorHandle,
+    /// Drains the outbox into Kafka, when Kafka is configured.
+    pub relay: Option<RelayHandle>,
 }
 
 /// The parts every role needs: a migrated database, its event store and the
@@ -39,6 +44,7 @@ pub struct App {
 pub struct Foundation {
     pub database: Database,
     pub store: Arc<dyn EventStore>,
+    pub outbox: Arc<dyn Outbox>,
     pub objects: Arc<dyn ObjectStore>,
     pub key_hasher: KeyHasher,
 }
@@ -57,7 +63,7 @@ impl Foundation {
         .await
         .context("cannot open the database")?;
         database.migrate_up().await.context("cannot apply migrations")?;
-        let store = database.event_store();
+        let (store, outbox) = database.event_log();
         let objects: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(config.data_dir.join("objects")));
         let secret = match &config.api_key_secret {
             Some(secret) => secret.clone().into_bytes(),
@@ -67,6 +73,7 @@ impl Foundation {
         Ok(Foundation {
             database,
             store,
+            outbox,
             objects,
             key_hasher: KeyHasher::new(secret),
         })
@@ -79,9 +86,14 @@ impl App {
         let Foundation {
             database,
             store,
+            outbox,
             objects,
             key_hasher,
         } = Foundation::open(&config).await?;
+        let relay = match config.kafka() {
+            Some(settings) => Some(start_relay(&settings, outbox.clone(), store.clone()).await?),
+            None => None,
+        };
         let actors = ActorSystem::start(
             store.clone(),
             HandleOptions {
@@ -125,6 +137,7 @@ impl App {
             config,
             database,
             store,
+            outbox,
             objects,
             actors,
             registry,
@@ -134,12 +147,16 @@ impl App {
             embedder,
             key_hasher,
             processor,
+            relay,
         }))
     }
 
     /// Stops background work and persists what is kept in memory.
     pub async fn shutdown(&self) {
         self.processor.shutdown().await;
+        if let Some(relay) = &self.relay {
+            relay.shutdown().await;
+        }
         self.registry_progress.shutdown().await;
         self.vector_progress.shutdown().await;
         if let Err(error) = self.vectors.persist().await {
@@ -147,6 +164,41 @@ impl App {
         }
         self.actors.stop();
     }
+}
+
+/// Creates the topics (waiting, bounded, for a broker that is still
+/// starting) and starts the relay. A broker that goes away later only
+/// delays publishing: events wait in the outbox.
+async fn start_relay(
+    settings: &bus::KafkaSettings,
+    outbox: Arc<dyn Outbox>,
+    store: Arc<dyn EventStore>,
+) -> anyhow::Result<RelayHandle> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match settings.ensure_topics().await {
+            Ok(created) => {
+                if !created.is_empty() {
+                    tracing::info!(topics = ?created, "created kafka topics");
+                }
+                break;
+            }
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "kafka not ready, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("kafka at {} did not answer after {ATTEMPTS} attempts", settings.brokers))
+            }
+        }
+    }
+    let relay = OutboxRelay::new(settings, outbox, RelayOptions::default())
+        .with_context(|| format!("cannot start the outbox relay for kafka at {}", settings.brokers))?;
+    tracing::info!(brokers = %settings.brokers, prefix = %settings.topic_prefix, "relaying events to kafka");
+    Ok(relay.spawn(store.appended()))
 }
 
 pub fn vector_dir(config: &Config) -> PathBuf {

@@ -31,6 +31,14 @@ pub struct Config {
     pub chunk_max_words: usize,
     pub chunk_overlap_words: usize,
     pub embedding_dimensions: usize,
+    /// Kafka brokers (`host:port,…`); when set, every event is relayed from
+    /// the outbox to Kafka.
+    pub kafka_brokers: Option<String>,
+    /// Topics are `<prefix>.<stream category>`.
+    pub kafka_topic_prefix: String,
+    /// Partitions of the topics created at start.
+    pub kafka_partitions: i32,
+    pub kafka_replication_factor: i32,
 }
 
 impl Default for Config {
@@ -50,6 +58,10 @@ impl Default for Config {
             chunk_max_words: 120,
             chunk_overlap_words: 20,
             embedding_dimensions: 384,
+            kafka_brokers: None,
+            kafka_topic_prefix: "neurostash.events".to_string(),
+            kafka_partitions: 6,
+            kafka_replication_factor: 1,
         }
     }
 }
@@ -64,7 +76,19 @@ pub enum ConfigError {
 
 /// `NEUROSTASH_` variables that are not settings: the configuration file,
 /// the log filter, and the test harness's own.
-const NOT_SETTINGS: &[&str] = &["CONFIG", "LOG", "TEST_POSTGRES_URL", "PG_STATE"];
+const NOT_SETTINGS: &[&str] = &[
+    "CONFIG",
+    "LOG",
+    "TEST_POSTGRES_URL",
+    "PG_STATE",
+    "TEST_KAFKA_BROKERS",
+    "KAFKA_STATE",
+    "KAFKA_RUST_LOG",
+    "TANSU_BIN",
+    "TOOLS_DIR",
+    "WRITE_SCHEMAS",
+    "TEST_PYTHONPATH",
+];
 
 impl Config {
     /// Loads the configuration: defaults < `file` (or `NEUROSTASH_CONFIG`)
@@ -127,6 +151,31 @@ impl Config {
         if self.max_upload_bytes == 0 {
             return invalid("NEUROSTASH_MAX_UPLOAD_BYTES", "must be positive");
         }
+        if self
+            .kafka_brokers
+            .as_deref()
+            .is_some_and(|brokers| brokers.trim().is_empty())
+        {
+            return invalid("NEUROSTASH_KAFKA_BROKERS", "must name at least one host:port when set");
+        }
+        if self.kafka_partitions < 1 || self.kafka_replication_factor < 1 {
+            return invalid(
+                "NEUROSTASH_KAFKA_PARTITIONS",
+                "partitions and replication factor must be positive",
+            );
+        }
+        let prefix_ok = !self.kafka_topic_prefix.is_empty()
+            && self.kafka_topic_prefix.len() <= 200
+            && self
+                .kafka_topic_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !prefix_ok {
+            return invalid(
+                "NEUROSTASH_KAFKA_TOPIC_PREFIX",
+                "must be 1 to 200 of the characters a-z A-Z 0-9 . _ -",
+            );
+        }
         Ok(())
     }
 
@@ -135,6 +184,16 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("neurostash.db").display()),
         }
+    }
+
+    /// Kafka settings when Kafka is configured.
+    pub fn kafka(&self) -> Option<bus::KafkaSettings> {
+        let brokers = self.kafka_brokers.as_deref()?.trim();
+        let mut settings = bus::KafkaSettings::new(brokers);
+        settings.topic_prefix = self.kafka_topic_prefix.clone();
+        settings.partitions = self.kafka_partitions;
+        settings.replication_factor = self.kafka_replication_factor;
+        Some(settings)
     }
 
     pub fn read_your_writes_timeout(&self) -> Duration {

@@ -861,7 +861,7 @@ async fn every_appended_event_waits_in_the_outbox_until_marked(backend: Backend)
         .append(&second, ExpectedVersion::Exactly(0), events("b", 2))
         .await
         .expect("append");
-    store
+    let last = store
         .append(&first, ExpectedVersion::Exactly(3), events("c", 1))
         .await
         .expect("append");
@@ -876,7 +876,7 @@ async fn every_appended_event_waits_in_the_outbox_until_marked(backend: Backend)
         "a refused append leaves no row"
     );
     let pending = outbox.pending(100).await.expect("pending");
-    let log = store.read_log(LogPosition::START, 100).await.expect("read_log");
+    let log = read_log_until(store, LogPosition::START, last.log_position).await;
     assert_eq!(
         pending.iter().map(|event| event.event_id).collect::<Vec<_>>(),
         log.iter().map(|event| event.event_id).collect::<Vec<_>>(),
@@ -903,7 +903,7 @@ async fn every_appended_event_waits_in_the_outbox_until_marked(backend: Backend)
     assert_eq!(outbox.backlog().await.expect("backlog"), 0);
     // The log itself keeps everything: the outbox only tracks publishing.
     assert_eq!(
-        store.read_log(LogPosition::START, 100).await.expect("read_log").len(),
+        read_log_until(store, LogPosition::START, last.log_position).await.len(),
         6
     );
     test.finish().await;

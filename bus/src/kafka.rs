@@ -68,7 +68,7 @@ impl KafkaSettings {
             .map_err(|source| KafkaError::Client {
                 what: "producer".into(),
                 brokers: self.brokers.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -78,21 +78,23 @@ impl KafkaSettings {
             self.client_config().create().map_err(|source| KafkaError::Client {
                 what: "admin client".into(),
                 brokers: self.brokers.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let names = self.topics().all();
         let new_topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(self.replication_factor)))
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(&new_topics, &options)
             .await
             .map_err(|source| KafkaError::Client {
                 what: "topic creation".into(),
                 brokers: self.brokers.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let mut created = Vec::new();
         for result in results {
@@ -135,8 +137,9 @@ pub enum KafkaError {
     Client {
         what: String,
         brokers: String,
+        // boxed: librdkafka's error is large and most results are Ok
         #[source]
-        source: RdKafkaError,
+        source: Box<RdKafkaError>,
     },
     #[error("creating kafka topic {topic} failed: {code}")]
     Topic { topic: String, code: RDKafkaErrorCode },

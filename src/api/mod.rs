@@ -6,6 +6,7 @@ mod body_limit;
 mod documents;
 pub mod error;
 mod knowledge_bases;
+mod schemas;
 pub mod users;
 
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             users::UsersApi,
             knowledge_bases::KnowledgeBasesApi,
             documents::DocumentsApi,
+            schemas::SchemasApi,
         ),
         "NeuroStash",
         env!("CARGO_PKG_VERSION"),

@@ -41,8 +41,13 @@ async fn postgres_url() -> String {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_configured(backend, |_| {}).await
+}
+
+/// Like [`spawn_app`], with the test's own changes to the configuration.
+pub async fn spawn_app_configured(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let config = Config {
+    let mut config = Config {
         data_dir: data_dir.path().to_path_buf(),
         postgres_url: match backend {
             Backend::Sqlite => None,
@@ -53,6 +58,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         chunk_overlap_words: 8,
         ..Config::default()
     };
+    configure(&mut config);
     let app = App::start(config.clone()).await.expect("app starts");
     let admin = register_user(
         &app.actors,
