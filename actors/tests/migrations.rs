@@ -14,7 +14,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 10] = [
+const EXPECTED_TABLES: [&str; 11] = [
     "api_keys",
     "documents_registry",
     "events",
@@ -24,6 +24,7 @@ const EXPECTED_TABLES: [&str; 10] = [
     "outbox_relay_lease",
     "projection_applied",
     "projection_checkpoints",
+    "projection_offsets",
     "user_clients",
 ];
 
@@ -401,6 +402,7 @@ async fn write_sample_rows(database: &Database) {
          ('registry', 1, 1, '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO projection_applied (projection, stream_id, version) VALUES ('registry', 'tenant-x', 1)",
         "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, 'relay-1', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ('registry', 't', 0, 1)",
     ];
     for statement in statements {
         execute(database, statement)

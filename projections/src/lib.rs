@@ -2,6 +2,7 @@
 //! to projections from their checkpoints, the registry tables, and one vector
 //! index per knowledge base.
 
+pub mod consumed;
 pub mod registry;
 pub mod runtime;
 pub mod vector;

@@ -18,6 +18,7 @@ use domain::{AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
 use uuid::Uuid;
 
 use super::{database_error, Param, Transaction, REGISTRY_PROJECTION};
+use crate::consumed::PartitionOffset;
 use crate::runtime::ProjectionError;
 
 pub(super) async fn load_checkpoint(db: &Database) -> Result<LogPosition, sqlx::Error> {
@@ -36,44 +37,159 @@ pub(super) async fn load_checkpoint(db: &Database) -> Result<LogPosition, sqlx::
     })
 }
 
-pub(super) async fn apply_batch(db: &Database, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+/// Where a batch came from, and so what is recorded with its effects.
+pub(super) enum Delivery<'a> {
+    /// The store's global log, in order: the last position becomes the
+    /// checkpoint.
+    Log,
+    /// Kafka: these next offsets are stored, and a stream whose versions
+    /// skip ahead is filled from the event store first.
+    Consumed(&'a [PartitionOffset]),
+}
+
+pub(super) async fn apply_batch(
+    db: &Database,
+    events: &[RecordedEvent],
+    delivery: Delivery<'_>,
+) -> Result<(), ProjectionError> {
     let Some(last) = events.last() else {
         return Ok(());
     };
     let mut transaction = Transaction::begin(db).await.map_err(database_error)?;
     let mut applied = AppliedVersions::default();
     let mut skipped = 0usize;
+    let mut filled = 0usize;
     for event in events {
         let applied_version = applied.get(&mut transaction, event).await.map_err(database_error)?;
         if event.stream_version <= applied_version {
             skipped += 1;
             continue;
         }
-        apply_event(&mut transaction, event)
-            .await
-            .map_err(|error| match error {
-                ApplyError::Database(source) => database_error(source),
-                ApplyError::Event(reason) => ProjectionError::Event {
-                    projection: REGISTRY_PROJECTION.to_owned(),
-                    event_id: event.event_id,
-                    position: event.log_position,
-                    reason,
-                },
-            })?;
+        if event.stream_version > applied_version + 1 {
+            // Only a redelivering feed skips versions; the log never does.
+            debug_assert!(matches!(delivery, Delivery::Consumed(_)), "the log skipped a version");
+            let missing = missing_versions(db, event, applied_version).await?;
+            filled += missing.len();
+            for earlier in &missing {
+                apply_one(&mut transaction, earlier).await?;
+                applied.advance(earlier);
+            }
+        }
+        apply_one(&mut transaction, event).await?;
         applied.advance(event);
     }
     applied.store(&mut transaction).await.map_err(database_error)?;
-    store_checkpoint(&mut transaction, last.log_position, last.recorded_at)
-        .await
-        .map_err(database_error)?;
+    match delivery {
+        Delivery::Log => store_checkpoint(&mut transaction, last.log_position, last.recorded_at)
+            .await
+            .map_err(database_error)?,
+        Delivery::Consumed(offsets) => store_offsets(&mut transaction, offsets).await.map_err(database_error)?,
+    }
     transaction.commit().await.map_err(database_error)?;
-    if skipped > 0 {
+    if skipped > 0 || filled > 0 {
         tracing::debug!(
             projection = REGISTRY_PROJECTION,
             skipped,
+            filled,
             until = %last.log_position,
-            "skipped events already applied"
+            "skipped events already applied, filled gaps from the store"
         );
+    }
+    Ok(())
+}
+
+async fn apply_one(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    apply_event(transaction, event).await.map_err(|error| match error {
+        ApplyError::Database(source) => database_error(source),
+        ApplyError::Event(reason) => ProjectionError::Event {
+            projection: REGISTRY_PROJECTION.to_owned(),
+            event_id: event.event_id,
+            position: event.log_position,
+            reason,
+        },
+    })
+}
+
+/// The versions of `event`'s stream after `applied_version` and before
+/// `event`, from the event store.
+async fn missing_versions(
+    db: &Database,
+    event: &RecordedEvent,
+    applied_version: i64,
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let stream = db
+        .event_store()
+        .read_stream(&event.stream_id, applied_version)
+        .await
+        .map_err(|source| ProjectionError::Store {
+            projection: REGISTRY_PROJECTION.to_owned(),
+            source,
+        })?;
+    let missing: Vec<RecordedEvent> = stream
+        .into_iter()
+        .filter(|earlier| earlier.stream_version < event.stream_version)
+        .collect();
+    let expected = (event.stream_version - applied_version - 1) as usize;
+    if missing.len() != expected {
+        return Err(ProjectionError::Event {
+            projection: REGISTRY_PROJECTION.to_owned(),
+            event_id: event.event_id,
+            position: event.log_position,
+            reason: format!(
+                "stream {} has {} of the {expected} versions between {applied_version} and {} in the store",
+                event.stream_id,
+                missing.len(),
+                event.stream_version
+            ),
+        });
+    }
+    Ok(missing)
+}
+
+pub(super) async fn load_offsets(
+    db: &Database,
+    partitions: &[(String, i32)],
+) -> Result<Vec<PartitionOffset>, sqlx::Error> {
+    let mut found = Vec::new();
+    for (topic, partition) in partitions {
+        let row = super::fetch_optional(
+            db,
+            "SELECT next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 AND partition = $3",
+            &[
+                Param::text(REGISTRY_PROJECTION),
+                Param::text(topic),
+                Param::Int(i64::from(*partition)),
+            ],
+        )
+        .await?;
+        if let Some(row) = row {
+            found.push(PartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: row.bookkeeping_int("next_offset")?,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Moves each partition's next offset forward; a redelivered batch leaves
+/// them where they are.
+async fn store_offsets(transaction: &mut Transaction, offsets: &[PartitionOffset]) -> Result<(), sqlx::Error> {
+    for offset in offsets {
+        transaction
+            .execute(
+                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
+                 WHERE projection_offsets.next_offset < excluded.next_offset",
+                &[
+                    Param::text(REGISTRY_PROJECTION),
+                    Param::text(&offset.topic),
+                    Param::Int(i64::from(offset.partition)),
+                    Param::Int(offset.next_offset),
+                ],
+            )
+            .await?;
     }
     Ok(())
 }
@@ -374,7 +490,11 @@ async fn mirror_status(
 ) -> Result<(), sqlx::Error> {
     transaction
         .execute(
-            "UPDATE knowledge_base_documents SET status = $2::op_status, updated_at = $3 WHERE document_id = $1",
+            // a link is written from two streams (the knowledge base's and
+            // the document's), whose events a partitioned feed interleaves
+            // freely: the latest time wins, whatever the order of arrival
+            "UPDATE knowledge_base_documents SET status = $2::op_status, \
+             updated_at = CASE WHEN updated_at < $3 THEN $3 ELSE updated_at END WHERE document_id = $1",
             &[Param::Uuid(document.0), Param::text(status), Param::Time(at)],
         )
         .await?;
@@ -416,9 +536,13 @@ async fn apply_knowledge_base(
             // Adding a linked document again keeps the first link.
             transaction
                 .execute(
+                    // the document may already be further along (a partitioned
+                    // feed delivers its stream independently): take its status
+                    // and, if later, its time, as the log order would have
                     "INSERT INTO knowledge_base_documents (knowledge_base_id, document_id, status, added_at, \
                      updated_at) VALUES ($1, $2, COALESCE((SELECT op_status FROM documents_registry WHERE id = $2), \
-                     'PENDING'::op_status), $3, $3) ON CONFLICT (knowledge_base_id, document_id) DO NOTHING",
+                     'PENDING'::op_status), $3, COALESCE((SELECT CASE WHEN updated_at > $3 THEN updated_at END \
+                     FROM documents_registry WHERE id = $2), $3)) ON CONFLICT (knowledge_base_id, document_id) DO NOTHING",
                     &[id.clone(), Param::Uuid(document_id.0), Param::Time(at)],
                 )
                 .await?;

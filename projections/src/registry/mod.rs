@@ -29,6 +29,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Postgres, Row as _, Sqlite};
 use uuid::Uuid;
 
+use crate::consumed::{ConsumedProjection, PartitionOffset};
 use crate::runtime::{Projection, ProjectionError};
 
 /// The projection's name: keys its checkpoint and its applied versions.
@@ -119,6 +120,22 @@ pub struct RegistryDump {
     pub tables: Vec<DumpTable>,
 }
 
+impl RegistryDump {
+    /// The tables of the registry's entities alone, without the projection's
+    /// own bookkeeping (checkpoint, applied versions): what two registries
+    /// fed by different deliveries of the same log agree on.
+    pub fn entities(&self) -> RegistryDump {
+        RegistryDump {
+            tables: self
+                .tables
+                .iter()
+                .filter(|table| !table.table.starts_with("projection_"))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpTable {
     pub table: &'static str,
@@ -159,7 +176,26 @@ impl Projection for RegistryProjection {
     }
 
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        apply::apply_batch(&self.db, events).await
+        apply::apply_batch(&self.db, events, apply::Delivery::Log).await
+    }
+}
+
+#[async_trait]
+impl ConsumedProjection for RegistryProjection {
+    fn name(&self) -> &str {
+        REGISTRY_PROJECTION
+    }
+
+    async fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<PartitionOffset>, ProjectionError> {
+        apply::load_offsets(&self.db, partitions).await.map_err(database_error)
+    }
+
+    async fn apply_consumed(
+        &self,
+        events: &[RecordedEvent],
+        offsets: &[PartitionOffset],
+    ) -> Result<(), ProjectionError> {
+        apply::apply_batch(&self.db, events, apply::Delivery::Consumed(offsets)).await
     }
 }
 

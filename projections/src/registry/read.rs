@@ -232,13 +232,15 @@ impl Registry {
             )
             .await
             .map_err(failed(action))?;
-        transaction
-            .execute(
-                "DELETE FROM projection_applied WHERE projection = $1",
-                &[Param::text(REGISTRY_PROJECTION)],
-            )
-            .await
-            .map_err(failed(action))?;
+        for bookkeeping in ["projection_applied", "projection_offsets"] {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {bookkeeping} WHERE projection = $1"),
+                    &[Param::text(REGISTRY_PROJECTION)],
+                )
+                .await
+                .map_err(failed(action))?;
+        }
         transaction.commit().await.map_err(failed(action))
     }
 
