@@ -14,33 +14,18 @@ use chrono::{DateTime, Utc};
 use domain::document::DocumentEvent;
 use domain::knowledge_base::KnowledgeBaseEvent;
 use domain::tenant::TenantEvent;
-use domain::{AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
+use domain::{AnyEvent, DocumentId, KnowledgeBaseId, TenantId};
 use uuid::Uuid;
 
-use super::{database_error, Param, Transaction, REGISTRY_PROJECTION};
+use super::{database_error, REGISTRY_PROJECTION};
 use crate::runtime::ProjectionError;
-
-pub(super) async fn load_checkpoint(db: &Database) -> Result<LogPosition, sqlx::Error> {
-    let row = super::fetch_optional(
-        db,
-        "SELECT commit_pos, position FROM projection_checkpoints WHERE name = $1",
-        &[Param::text(REGISTRY_PROJECTION)],
-    )
-    .await?;
-    let Some(row) = row else {
-        return Ok(LogPosition::START);
-    };
-    Ok(LogPosition {
-        commit: row.bookkeeping_int("commit_pos")?,
-        position: row.bookkeeping_int("position")?,
-    })
-}
+use crate::sql::{store_checkpoint, Param, Transaction};
 
 pub(super) async fn apply_batch(db: &Database, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let Some(last) = events.last() else {
         return Ok(());
     };
-    let mut transaction = Transaction::begin(db).await.map_err(database_error)?;
+    let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION).await.map_err(database_error)?;
     let mut applied = AppliedVersions::default();
     let mut skipped = 0usize;
     for event in events {
@@ -63,7 +48,7 @@ pub(super) async fn apply_batch(db: &Database, events: &[RecordedEvent]) -> Resu
         applied.advance(event);
     }
     applied.store(&mut transaction).await.map_err(database_error)?;
-    store_checkpoint(&mut transaction, last.log_position, last.recorded_at)
+    store_checkpoint(&mut transaction, REGISTRY_PROJECTION, last.log_position, last.recorded_at)
         .await
         .map_err(database_error)?;
     transaction.commit().await.map_err(database_error)?;
@@ -146,31 +131,6 @@ impl AppliedVersions {
         }
         Ok(())
     }
-}
-
-/// Moves the checkpoint forward to `position`; a redelivered batch that
-/// ends before the checkpoint leaves it where it is.
-async fn store_checkpoint(
-    transaction: &mut Transaction,
-    position: LogPosition,
-    recorded_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    transaction
-        .execute(
-            "INSERT INTO projection_checkpoints (name, commit_pos, position, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET commit_pos = excluded.commit_pos, position = excluded.position, \
-             updated_at = excluded.updated_at \
-             WHERE (projection_checkpoints.commit_pos, projection_checkpoints.position) \
-             < (excluded.commit_pos, excluded.position)",
-            &[
-                Param::text(REGISTRY_PROJECTION),
-                Param::Int(position.commit),
-                Param::Int(position.position),
-                Param::Time(recorded_at),
-            ],
-        )
-        .await?;
-    Ok(())
 }
 
 async fn apply_event(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ApplyError> {
