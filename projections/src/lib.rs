@@ -2,6 +2,7 @@
 //! to projections from their checkpoints, the registry tables, one vector
 //! index per knowledge base, and the tamper-evident audit log.
 
+pub mod audit;
 pub mod registry;
 pub mod runtime;
 mod sql;

@@ -26,6 +26,7 @@ pub(crate) enum Param {
     OptText(Option<String>),
     Int(i64),
     Uuid(Uuid),
+    OptUuid(Option<Uuid>),
     Time(DateTime<Utc>),
     OptTime(Option<DateTime<Utc>>),
 }
@@ -66,6 +67,7 @@ fn sqlite_query<'q>(sql: &'q str, params: &[Param]) -> SqliteQuery<'q> {
         Param::OptText(value) => query.bind(value.clone()),
         Param::Int(value) => query.bind(*value),
         Param::Uuid(value) => query.bind(value.hyphenated().to_string()),
+        Param::OptUuid(value) => query.bind(value.map(|value| value.hyphenated().to_string())),
         Param::Time(value) => query.bind(sqlite_time(value)),
         Param::OptTime(value) => query.bind(value.as_ref().map(sqlite_time)),
     })
@@ -77,6 +79,7 @@ fn pg_query<'q>(sql: &'q str, params: &[Param]) -> PgQuery<'q> {
         Param::OptText(value) => query.bind(value.clone()),
         Param::Int(value) => query.bind(*value),
         Param::Uuid(value) => query.bind(*value),
+        Param::OptUuid(value) => query.bind(*value),
         Param::Time(value) => query.bind(*value),
         Param::OptTime(value) => query.bind(*value),
     })
@@ -243,15 +246,28 @@ impl Row {
     }
 }
 
+const CHECKPOINT_QUERY: &str = "SELECT commit_pos, position FROM projection_checkpoints WHERE name = $1";
+
 /// The checkpoint of `projection`: the position of the last event whose
 /// effects are committed, [`LogPosition::START`] before the first batch.
 pub(crate) async fn load_checkpoint(db: &Database, projection: &str) -> Result<LogPosition, sqlx::Error> {
-    let row = fetch_optional(
-        db,
-        "SELECT commit_pos, position FROM projection_checkpoints WHERE name = $1",
-        &[Param::text(projection)],
-    )
-    .await?;
+    let row = fetch_optional(db, CHECKPOINT_QUERY, &[Param::text(projection)]).await?;
+    decode_checkpoint(row)
+}
+
+/// [`load_checkpoint`] inside a write transaction, which sees the checkpoint
+/// no other writer of the projection can move until it ends.
+pub(crate) async fn load_checkpoint_in(
+    transaction: &mut Transaction,
+    projection: &str,
+) -> Result<LogPosition, sqlx::Error> {
+    let row = transaction
+        .fetch_optional(CHECKPOINT_QUERY, &[Param::text(projection)])
+        .await?;
+    decode_checkpoint(row)
+}
+
+fn decode_checkpoint(row: Option<Row>) -> Result<LogPosition, sqlx::Error> {
     let Some(row) = row else {
         return Ok(LogPosition::START);
     };

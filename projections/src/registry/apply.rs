@@ -25,7 +25,9 @@ pub(super) async fn apply_batch(db: &Database, events: &[RecordedEvent]) -> Resu
     let Some(last) = events.last() else {
         return Ok(());
     };
-    let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION).await.map_err(database_error)?;
+    let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION)
+        .await
+        .map_err(database_error)?;
     let mut applied = AppliedVersions::default();
     let mut skipped = 0usize;
     for event in events {
@@ -48,9 +50,14 @@ pub(super) async fn apply_batch(db: &Database, events: &[RecordedEvent]) -> Resu
         applied.advance(event);
     }
     applied.store(&mut transaction).await.map_err(database_error)?;
-    store_checkpoint(&mut transaction, REGISTRY_PROJECTION, last.log_position, last.recorded_at)
-        .await
-        .map_err(database_error)?;
+    store_checkpoint(
+        &mut transaction,
+        REGISTRY_PROJECTION,
+        last.log_position,
+        last.recorded_at,
+    )
+    .await
+    .map_err(database_error)?;
     transaction.commit().await.map_err(database_error)?;
     if skipped > 0 {
         tracing::debug!(

@@ -149,7 +149,9 @@ impl Projection for RegistryProjection {
     }
 
     async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
-        crate::sql::load_checkpoint(&self.db, REGISTRY_PROJECTION).await.map_err(database_error)
+        crate::sql::load_checkpoint(&self.db, REGISTRY_PROJECTION)
+            .await
+            .map_err(database_error)
     }
 
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, TenantId};
 
 use super::{
-    ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry,
-    RegistryDump, RegistryError, RowReader, UserRow, REGISTRY_PROJECTION,
+    ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry, RegistryDump,
+    RegistryError, RowReader, UserRow, REGISTRY_PROJECTION,
 };
 use crate::sql::{fetch_all, fetch_optional, Param, Row, Transaction};
 
@@ -211,7 +211,9 @@ impl Registry {
     /// position in memory: stop it first and start a new one after.
     pub async fn reset(&self) -> Result<(), RegistryError> {
         let action = || "reset".to_owned();
-        let mut transaction = Transaction::begin(&self.db, REGISTRY_PROJECTION).await.map_err(failed(action))?;
+        let mut transaction = Transaction::begin(&self.db, REGISTRY_PROJECTION)
+            .await
+            .map_err(failed(action))?;
         // keys before tenants: api_keys references user_clients
         for table in [
             "knowledge_base_documents",
