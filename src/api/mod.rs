@@ -2,6 +2,7 @@
 //! answers with its decision; reads come from projections. It writes no
 //! table itself.
 
+mod audit;
 mod body_limit;
 mod documents;
 pub mod error;
@@ -109,6 +110,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             users::UsersApi,
             knowledge_bases::KnowledgeBasesApi,
             documents::DocumentsApi,
+            audit::AuditApi,
         ),
         "NeuroStash",
         env!("CARGO_PKG_VERSION"),
