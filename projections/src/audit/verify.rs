@@ -100,7 +100,8 @@ impl fmt::Display for Finding {
             ),
             Finding::SequenceGap { seq, after_seq } => write!(
                 f,
-                "seq {seq}: follows seq {after_seq}: records were deleted or inserted"
+                "seq {seq}: follows seq {after_seq}, expected seq {}: records were deleted or inserted",
+                after_seq + 1
             ),
             Finding::BrokenLink { seq } => write!(
                 f,
