@@ -203,10 +203,12 @@ mod tests {
         assert_ne!(encode_record(&no_tenant), encode_record(&absent));
     }
 
+    type Change = Box<dyn Fn(&mut AuditRecord)>;
+
     #[test]
     fn every_field_is_covered() {
         let base = record_hash(&sample());
-        let changes: Vec<(&str, Box<dyn Fn(&mut AuditRecord)>)> = vec![
+        let changes: Vec<(&str, Change)> = vec![
             ("seq", Box::new(|r| r.seq += 1)),
             ("event_id", Box::new(|r| r.event_id = Uuid::from_u128(1))),
             ("log commit", Box::new(|r| r.log_position.commit += 1)),
