@@ -10,6 +10,7 @@ use actors::objects::{LocalObjectStore, ObjectStore};
 use actors::store::{EventStore, Outbox};
 use actors::{ActorOptions, ActorSystem, HandleOptions};
 use anyhow::Context;
+use projections::audit::{AuditLog, AuditProjection};
 use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
 use projections::vector::VectorProjection;
@@ -32,6 +33,8 @@ pub struct App {
     pub registry_progress: ProjectionHandle,
     pub vectors: Arc<VectorProjection>,
     pub vector_progress: ProjectionHandle,
+    pub audit: AuditLog,
+    pub audit_progress: ProjectionHandle,
     pub embedder: Arc<dyn Embedder>,
     pub key_hasher: KeyHasher,
     processor: ProcessorHandle,
@@ -119,6 +122,12 @@ impl App {
                 .context("cannot open the vector index")?,
         );
         let vector_progress = ProjectionRunner::spawn(store.clone(), vectors.clone(), RunnerOptions::default());
+        let audit = AuditLog::new(database.clone());
+        let audit_progress = ProjectionRunner::spawn(
+            store.clone(),
+            Arc::new(AuditProjection::new(database.clone())),
+            RunnerOptions::default(),
+        );
 
         let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(config.embedding_dimensions));
         tracing::info!(embedder = embedder.name(), "embedder ready");
@@ -144,6 +153,8 @@ impl App {
             registry_progress,
             vectors,
             vector_progress,
+            audit,
+            audit_progress,
             embedder,
             key_hasher,
             processor,
@@ -159,6 +170,7 @@ impl App {
         }
         self.registry_progress.shutdown().await;
         self.vector_progress.shutdown().await;
+        self.audit_progress.shutdown().await;
         if let Err(error) = self.vectors.persist().await {
             tracing::error!(%error, "could not persist the vector index at shutdown");
         }

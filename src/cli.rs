@@ -1,13 +1,18 @@
-//! The command line: `serve`, `admin`, `migrate`.
+//! The command line: `serve`, `admin`, `migrate`, `audit`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actors::store::{EventStore, RecordedEvent};
 use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use domain::tenant::Role;
-use domain::{EventMetadata, LogPosition};
+use domain::{EventMetadata, LogPosition, TenantId};
+use projections::audit::{AuditLog, AuditProjection};
 use uuid::Uuid;
 
 use crate::api::users::register_user;
@@ -45,6 +50,47 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Read the event log as an audit trail, or verify the audit log's hash chain
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the events of the log: time, tenant, key, type, stream
+    Tail {
+        /// Only events recorded for this tenant id
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        /// Only events of this type, such as DocumentRegistered
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only events recorded at or after this RFC 3339 time
+        #[arg(long, value_parser = parse_rfc3339)]
+        since: Option<DateTime<Utc>>,
+        /// Keep printing new events until Ctrl-C
+        #[arg(long)]
+        follow: bool,
+        /// Print each event's envelope as one JSON line
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Bring the audit log up to date, then check its hash chain against the
+    /// event log; exits non-zero when anything is wrong
+    Verify {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|error| format!("{text:?} is not an rfc 3339 time: {error}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,7 +158,135 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("migrations {direction:?} applied");
             Ok(())
         }
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    tenant,
+                    event_type,
+                    since,
+                    follow,
+                    json,
+                    data_dir,
+                },
+        } => {
+            let config = load_config(cli.config, data_dir)?;
+            let filter = TailFilter {
+                tenant_id: tenant.map(TenantId),
+                event_type,
+                since,
+            };
+            audit_tail(&config, &filter, follow, json).await
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => {
+            let config = load_config(cli.config, data_dir)?;
+            audit_verify(&config).await
+        }
     }
+}
+
+/// Which events `audit tail` prints.
+struct TailFilter {
+    tenant_id: Option<TenantId>,
+    event_type: Option<String>,
+    since: Option<DateTime<Utc>>,
+}
+
+impl TailFilter {
+    fn matches(&self, event: &RecordedEvent) -> bool {
+        self.tenant_id
+            .is_none_or(|tenant| event.metadata.tenant_id == Some(tenant))
+            && self.event_type.as_ref().is_none_or(|kind| &event.event_type == kind)
+            && self.since.is_none_or(|since| event.recorded_at >= since)
+    }
+}
+
+/// Events read from the log per round trip.
+const TAIL_BATCH: usize = 500;
+
+/// How often `audit tail --follow` looks for events other processes appended.
+const TAIL_POLL: Duration = Duration::from_millis(500);
+
+/// Prints the log from its start; with `follow`, keeps polling for new
+/// events until Ctrl-C or SIGTERM. A closed stdout (`| head`) ends it
+/// quietly.
+async fn audit_tail(config: &Config, filter: &TailFilter, follow: bool, json: bool) -> anyhow::Result<()> {
+    // listening from the start, so a Ctrl-C during a read is not lost
+    let mut interrupted = tokio::spawn(shutdown_signal());
+    let foundation = Foundation::open(config).await?;
+    let store = foundation.store;
+    let mut after = LogPosition::START;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let batch = store
+            .read_log(after, TAIL_BATCH)
+            .await
+            .with_context(|| format!("cannot read the event log after {after}"))?;
+        for event in batch.iter().filter(|event| filter.matches(event)) {
+            let line = if json {
+                serde_json::to_string(event).with_context(|| format!("cannot encode event {}", event.event_id))?
+            } else {
+                tail_line(event)
+            };
+            match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(error) => return Err(error).context("cannot write to stdout"),
+            }
+        }
+        if let Some(last) = batch.last() {
+            after = last.log_position;
+        }
+        if batch.len() == TAIL_BATCH {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            _ = tokio::time::sleep(TAIL_POLL) => {}
+        }
+    }
+}
+
+fn tail_line(event: &RecordedEvent) -> String {
+    let tenant = event
+        .metadata
+        .tenant_id
+        .map_or_else(|| "-".to_owned(), |tenant| tenant.to_string());
+    let key = event.metadata.actor_key_id.as_ref().map_or("-", |key| key.0.as_str());
+    format!(
+        "{} tenant={tenant} key={key} {} {}@{}",
+        event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        event.event_type,
+        event.stream_id,
+        event.stream_version
+    )
+}
+
+/// Catches the audit projection up to the log's head, verifies the chain
+/// against the log and prints the report; an error when anything is wrong.
+async fn audit_verify(config: &Config) -> anyhow::Result<()> {
+    let foundation = Foundation::open(config).await?;
+    let store: &dyn EventStore = foundation.store.as_ref();
+    let projection = AuditProjection::new(foundation.database.clone());
+    // a chain too damaged to extend is still worth a report
+    let caught_up = projections::runtime::catch_up_to_head(store, &projection, TAIL_BATCH).await;
+    if let Err(error) = &caught_up {
+        eprintln!("warning: cannot bring the audit log up to date: {error}");
+    }
+    let report = AuditLog::new(foundation.database.clone())
+        .verify(store)
+        .await
+        .context("cannot verify the audit log")?;
+    println!("{report}");
+    if !report.is_clean() {
+        anyhow::bail!("audit log verification failed: {} problem(s)", report.total_findings());
+    }
+    caught_up.context("audit log is intact but not up to date")?;
+    Ok(())
 }
 
 /// Creates a user straight through the actors, without a running server.

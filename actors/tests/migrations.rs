@@ -14,8 +14,9 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 11] = [
+const EXPECTED_TABLES: [&str; 12] = [
     "api_keys",
+    "audit_log",
     "documents_registry",
     "events",
     "knowledge_base_documents",
@@ -309,6 +310,10 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         index("documents_registry", false, &["user_id", "op_status", "created_at"]),
         index("projection_applied", true, &["projection", "stream_id"]),
         index("knowledge_base_documents", true, &["knowledge_base_id", "document_id"]),
+        // The audit log: one record per event, read by tenant and time or by type.
+        index("audit_log", true, &["event_id"]),
+        index("audit_log", false, &["tenant_id", "recorded_at"]),
+        index("audit_log", false, &["event_type"]),
     ];
     if backend == Backend::Postgres {
         // The log order readers page by.
@@ -403,6 +408,13 @@ async fn write_sample_rows(database: &Database) {
         "INSERT INTO projection_applied (projection, stream_id, version) VALUES ('registry', 'tenant-x', 1)",
         "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, 'relay-1', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ('registry', 't', 0, 1)",
+        "INSERT INTO audit_log (seq, event_id, log_commit, log_position, stream_id, stream_version, event_type, \
+         recorded_at, tenant_id, actor_key_id, correlation_id, data_sha256, prev_hash, hash) VALUES \
+         (1, '7b0b7f5e-0000-4000-8000-000000000004', 1, 1, 'tenant-x', 1, 'tenant.registered', \
+          '2026-01-01T00:00:00.000000Z', NULL, NULL, '7b0b7f5e-0000-4000-8000-000000000005', \
+          '0000000000000000000000000000000000000000000000000000000000000000', \
+          '0000000000000000000000000000000000000000000000000000000000000000', \
+          '0000000000000000000000000000000000000000000000000000000000000000')",
     ];
     for statement in statements {
         execute(database, statement)

@@ -1,8 +1,10 @@
 //! The read side of NeuroStash: a consumer runtime that feeds the global log
-//! to projections from their checkpoints, the registry tables, and one vector
-//! index per knowledge base.
+//! to projections from their checkpoints, the registry tables, one vector
+//! index per knowledge base, and the tamper-evident audit log.
 
+pub mod audit;
 pub mod consumed;
 pub mod registry;
 pub mod runtime;
+mod sql;
 pub mod vector;

@@ -15,6 +15,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A malformed request the route parsed itself (a query parameter).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
@@ -51,6 +54,14 @@ impl ApiError {
         }
     }
 
+    /// A query parameter that cannot be parsed: 400 `invalid_parameter`.
+    pub fn bad_parameter(name: &str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError::BadRequest {
+            code: "invalid_parameter",
+            message: format!("query parameter {name}: {reason}"),
+        }
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
         ApiError::Internal(error.to_string())
     }
@@ -60,6 +71,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,7 +86,9 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
+                code
+            }
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_file_type",
             ApiError::Unavailable(_) => "unavailable",

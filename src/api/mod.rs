@@ -2,6 +2,7 @@
 //! answers with its decision; reads come from projections. It writes no
 //! table itself.
 
+mod audit;
 mod body_limit;
 mod documents;
 pub mod error;
@@ -111,6 +112,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             knowledge_bases::KnowledgeBasesApi,
             documents::DocumentsApi,
             schemas::SchemasApi,
+            audit::AuditApi,
         ),
         "NeuroStash",
         env!("CARGO_PKG_VERSION"),

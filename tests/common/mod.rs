@@ -136,6 +136,15 @@ impl TestApp {
         );
     }
 
+    /// Waits until the audit log has recorded everything in the log.
+    pub async fn wait_audit(&self) {
+        let head = self.app.store.log_head().await.expect("log head");
+        assert!(
+            self.app.audit_progress.wait_for(head, Duration::from_secs(30)).await,
+            "audit log did not reach {head}"
+        );
+    }
+
     pub async fn shutdown(self) {
         self.server.abort();
         let _ = self.server.await;

@@ -14,28 +14,13 @@ use chrono::{DateTime, Utc};
 use domain::document::DocumentEvent;
 use domain::knowledge_base::KnowledgeBaseEvent;
 use domain::tenant::TenantEvent;
-use domain::{AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
+use domain::{AnyEvent, DocumentId, KnowledgeBaseId, TenantId};
 use uuid::Uuid;
 
-use super::{database_error, Param, Transaction, REGISTRY_PROJECTION};
+use super::{database_error, REGISTRY_PROJECTION};
 use crate::consumed::PartitionOffset;
 use crate::runtime::ProjectionError;
-
-pub(super) async fn load_checkpoint(db: &Database) -> Result<LogPosition, sqlx::Error> {
-    let row = super::fetch_optional(
-        db,
-        "SELECT commit_pos, position FROM projection_checkpoints WHERE name = $1",
-        &[Param::text(REGISTRY_PROJECTION)],
-    )
-    .await?;
-    let Some(row) = row else {
-        return Ok(LogPosition::START);
-    };
-    Ok(LogPosition {
-        commit: row.bookkeeping_int("commit_pos")?,
-        position: row.bookkeeping_int("position")?,
-    })
-}
+use crate::sql::{store_checkpoint, store_offsets, Param, Transaction};
 
 /// Where a batch came from, and so what is recorded with its effects.
 pub(super) enum Delivery<'a> {
@@ -55,7 +40,9 @@ pub(super) async fn apply_batch(
     let Some(last) = events.last() else {
         return Ok(());
     };
-    let mut transaction = Transaction::begin(db).await.map_err(database_error)?;
+    let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION)
+        .await
+        .map_err(database_error)?;
     let mut applied = AppliedVersions::default();
     let mut skipped = 0usize;
     let mut filled = 0usize;
@@ -80,10 +67,17 @@ pub(super) async fn apply_batch(
     }
     applied.store(&mut transaction).await.map_err(database_error)?;
     match delivery {
-        Delivery::Log => store_checkpoint(&mut transaction, last.log_position, last.recorded_at)
+        Delivery::Log => store_checkpoint(
+            &mut transaction,
+            REGISTRY_PROJECTION,
+            last.log_position,
+            last.recorded_at,
+        )
+        .await
+        .map_err(database_error)?,
+        Delivery::Consumed(offsets) => store_offsets(&mut transaction, REGISTRY_PROJECTION, offsets)
             .await
             .map_err(database_error)?,
-        Delivery::Consumed(offsets) => store_offsets(&mut transaction, offsets).await.map_err(database_error)?,
     }
     transaction.commit().await.map_err(database_error)?;
     if skipped > 0 || filled > 0 {
@@ -144,54 +138,6 @@ async fn missing_versions(
         });
     }
     Ok(missing)
-}
-
-pub(super) async fn load_offsets(
-    db: &Database,
-    partitions: &[(String, i32)],
-) -> Result<Vec<PartitionOffset>, sqlx::Error> {
-    let mut found = Vec::new();
-    for (topic, partition) in partitions {
-        let row = super::fetch_optional(
-            db,
-            "SELECT next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 AND partition = $3",
-            &[
-                Param::text(REGISTRY_PROJECTION),
-                Param::text(topic),
-                Param::Int(i64::from(*partition)),
-            ],
-        )
-        .await?;
-        if let Some(row) = row {
-            found.push(PartitionOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                next_offset: row.bookkeeping_int("next_offset")?,
-            });
-        }
-    }
-    Ok(found)
-}
-
-/// Moves each partition's next offset forward; a redelivered batch leaves
-/// them where they are.
-async fn store_offsets(transaction: &mut Transaction, offsets: &[PartitionOffset]) -> Result<(), sqlx::Error> {
-    for offset in offsets {
-        transaction
-            .execute(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
-                 WHERE projection_offsets.next_offset < excluded.next_offset",
-                &[
-                    Param::text(REGISTRY_PROJECTION),
-                    Param::text(&offset.topic),
-                    Param::Int(i64::from(offset.partition)),
-                    Param::Int(offset.next_offset),
-                ],
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 /// Why one event could not be applied: the database failed (worth a
@@ -262,31 +208,6 @@ impl AppliedVersions {
         }
         Ok(())
     }
-}
-
-/// Moves the checkpoint forward to `position`; a redelivered batch that
-/// ends before the checkpoint leaves it where it is.
-async fn store_checkpoint(
-    transaction: &mut Transaction,
-    position: LogPosition,
-    recorded_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    transaction
-        .execute(
-            "INSERT INTO projection_checkpoints (name, commit_pos, position, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET commit_pos = excluded.commit_pos, position = excluded.position, \
-             updated_at = excluded.updated_at \
-             WHERE (projection_checkpoints.commit_pos, projection_checkpoints.position) \
-             < (excluded.commit_pos, excluded.position)",
-            &[
-                Param::text(REGISTRY_PROJECTION),
-                Param::Int(position.commit),
-                Param::Int(position.position),
-                Param::Time(recorded_at),
-            ],
-        )
-        .await?;
-    Ok(())
 }
 
 async fn apply_event(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ApplyError> {

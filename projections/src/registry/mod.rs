@@ -6,31 +6,25 @@
 //! so a replay from the start of the log reproduces identical rows, which
 //! [`Registry::dump`] lets a test check.
 //!
-//! Both backends run the same SQL, written in Postgres syntax: the casts it
-//! needs for Postgres enums (`$1::op_status`, `op_status::text`) are removed
-//! for SQLite, whose migration stores those columns as checked TEXT. Values
-//! are bound through [`Param`], which encodes uuids and times the way each
-//! migration stores them.
+//! Both backends run the same SQL, written in Postgres syntax (see
+//! [`crate::sql`], which also binds values the way each migration stores
+//! them).
 
 mod apply;
 mod read;
 
-use std::borrow::Cow;
-
 use actors::db::Database;
 use actors::store::RecordedEvent;
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use domain::document::DocumentStatus;
 use domain::tenant::Role;
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
-use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Postgres, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::consumed::{ConsumedProjection, PartitionOffset};
 use crate::runtime::{Projection, ProjectionError};
+use crate::sql::Row;
 
 /// The projection's name: keys its checkpoint and its applied versions.
 pub const REGISTRY_PROJECTION: &str = "registry";
@@ -172,7 +166,9 @@ impl Projection for RegistryProjection {
     }
 
     async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
-        apply::load_checkpoint(&self.db).await.map_err(database_error)
+        crate::sql::load_checkpoint(&self.db, REGISTRY_PROJECTION)
+            .await
+            .map_err(database_error)
     }
 
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
@@ -187,7 +183,9 @@ impl ConsumedProjection for RegistryProjection {
     }
 
     async fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<PartitionOffset>, ProjectionError> {
-        apply::load_offsets(&self.db, partitions).await.map_err(database_error)
+        crate::sql::load_offsets(&self.db, REGISTRY_PROJECTION, partitions)
+            .await
+            .map_err(database_error)
     }
 
     async fn apply_consumed(
@@ -215,231 +213,6 @@ fn database_error(source: sqlx::Error) -> ProjectionError {
     ProjectionError::Database {
         projection: REGISTRY_PROJECTION.to_owned(),
         source,
-    }
-}
-
-/// A value bound to a statement. SQLite stores uuids as hyphenated TEXT and
-/// times as RFC 3339 TEXT with six fractional digits, so that text order is
-/// time order; Postgres gets native values.
-#[derive(Debug, Clone)]
-enum Param {
-    Text(String),
-    OptText(Option<String>),
-    Int(i64),
-    Uuid(Uuid),
-    Time(DateTime<Utc>),
-    OptTime(Option<DateTime<Utc>>),
-}
-
-impl Param {
-    fn text(value: impl Into<String>) -> Param {
-        Param::Text(value.into())
-    }
-}
-
-/// Postgres keeps microseconds; writing SQLite's text at the same precision
-/// makes both backends hold the same instant.
-fn sqlite_time(time: &DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// `sql` (Postgres syntax) for SQLite: every `::type` cast removed.
-fn sqlite_dialect(sql: &str) -> Cow<'_, str> {
-    if !sql.contains("::") {
-        return Cow::Borrowed(sql);
-    }
-    let mut converted = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(at) = rest.find("::") {
-        converted.push_str(&rest[..at]);
-        rest = rest[at + 2..].trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
-    }
-    converted.push_str(rest);
-    Cow::Owned(converted)
-}
-
-type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
-
-fn sqlite_query<'q>(sql: &'q str, params: &[Param]) -> SqliteQuery<'q> {
-    params.iter().fold(sqlx::query(sql), |query, param| match param {
-        Param::Text(value) => query.bind(value.clone()),
-        Param::OptText(value) => query.bind(value.clone()),
-        Param::Int(value) => query.bind(*value),
-        Param::Uuid(value) => query.bind(value.hyphenated().to_string()),
-        Param::Time(value) => query.bind(sqlite_time(value)),
-        Param::OptTime(value) => query.bind(value.as_ref().map(sqlite_time)),
-    })
-}
-
-fn pg_query<'q>(sql: &'q str, params: &[Param]) -> PgQuery<'q> {
-    params.iter().fold(sqlx::query(sql), |query, param| match param {
-        Param::Text(value) => query.bind(value.clone()),
-        Param::OptText(value) => query.bind(value.clone()),
-        Param::Int(value) => query.bind(*value),
-        Param::Uuid(value) => query.bind(*value),
-        Param::Time(value) => query.bind(*value),
-        Param::OptTime(value) => query.bind(*value),
-    })
-}
-
-/// Runs a read on the pool, outside any transaction.
-async fn fetch_all(db: &Database, sql: &str, params: &[Param]) -> Result<Vec<Row>, sqlx::Error> {
-    match db {
-        Database::Sqlite(pool) => {
-            let sql = sqlite_dialect(sql);
-            let rows = sqlite_query(&sql, params).fetch_all(pool).await?;
-            Ok(rows.into_iter().map(Row::Sqlite).collect())
-        }
-        Database::Postgres(pool) => {
-            let rows = pg_query(sql, params).fetch_all(pool).await?;
-            Ok(rows.into_iter().map(Row::Postgres).collect())
-        }
-    }
-}
-
-async fn fetch_optional(db: &Database, sql: &str, params: &[Param]) -> Result<Option<Row>, sqlx::Error> {
-    match db {
-        Database::Sqlite(pool) => {
-            let sql = sqlite_dialect(sql);
-            Ok(sqlite_query(&sql, params).fetch_optional(pool).await?.map(Row::Sqlite))
-        }
-        Database::Postgres(pool) => Ok(pg_query(sql, params).fetch_optional(pool).await?.map(Row::Postgres)),
-    }
-}
-
-/// One write transaction of the registry on either backend. Beginning it
-/// excludes every other registry writer until it ends, so that two appliers
-/// (two processes, or a reset beside a runner) cannot interleave their
-/// checks of the applied versions with each other's writes.
-enum Transaction {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
-    Postgres(sqlx::Transaction<'static, Postgres>),
-}
-
-impl Transaction {
-    async fn begin(db: &Database) -> Result<Transaction, sqlx::Error> {
-        match db {
-            // IMMEDIATE takes the write lock up front: a deferred transaction
-            // that reads and then writes fails with SQLITE_BUSY when another
-            // writer committed in between.
-            Database::Sqlite(pool) => Ok(Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)),
-            Database::Postgres(pool) => {
-                let mut transaction = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind(format!("projection:{REGISTRY_PROJECTION}"))
-                    .execute(&mut *transaction)
-                    .await?;
-                Ok(Transaction::Postgres(transaction))
-            }
-        }
-    }
-
-    /// Runs a statement; returns the number of rows it affected.
-    async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, sqlx::Error> {
-        match self {
-            Transaction::Sqlite(transaction) => {
-                let sql = sqlite_dialect(sql);
-                let result = sqlite_query(&sql, params).execute(&mut **transaction).await?;
-                Ok(result.rows_affected())
-            }
-            Transaction::Postgres(transaction) => {
-                let result = pg_query(sql, params).execute(&mut **transaction).await?;
-                Ok(result.rows_affected())
-            }
-        }
-    }
-
-    async fn fetch_optional(&mut self, sql: &str, params: &[Param]) -> Result<Option<Row>, sqlx::Error> {
-        match self {
-            Transaction::Sqlite(transaction) => {
-                let sql = sqlite_dialect(sql);
-                let row = sqlite_query(&sql, params).fetch_optional(&mut **transaction).await?;
-                Ok(row.map(Row::Sqlite))
-            }
-            Transaction::Postgres(transaction) => {
-                let row = pg_query(sql, params).fetch_optional(&mut **transaction).await?;
-                Ok(row.map(Row::Postgres))
-            }
-        }
-    }
-
-    async fn fetch_all(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>, sqlx::Error> {
-        match self {
-            Transaction::Sqlite(transaction) => {
-                let sql = sqlite_dialect(sql);
-                let rows = sqlite_query(&sql, params).fetch_all(&mut **transaction).await?;
-                Ok(rows.into_iter().map(Row::Sqlite).collect())
-            }
-            Transaction::Postgres(transaction) => {
-                let rows = pg_query(sql, params).fetch_all(&mut **transaction).await?;
-                Ok(rows.into_iter().map(Row::Postgres).collect())
-            }
-        }
-    }
-
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Transaction::Sqlite(transaction) => transaction.commit().await,
-            Transaction::Postgres(transaction) => transaction.commit().await,
-        }
-    }
-}
-
-/// A result row of either backend.
-enum Row {
-    Sqlite(SqliteRow),
-    Postgres(PgRow),
-}
-
-impl Row {
-    fn text(&self, column: &str) -> Result<Option<String>, String> {
-        let value = match self {
-            Row::Sqlite(row) => row.try_get(column),
-            Row::Postgres(row) => row.try_get(column),
-        };
-        value.map_err(|error| error.to_string())
-    }
-
-    fn int(&self, column: &str) -> Result<Option<i64>, String> {
-        let value = match self {
-            Row::Sqlite(row) => row.try_get(column),
-            Row::Postgres(row) => row.try_get(column),
-        };
-        value.map_err(|error| error.to_string())
-    }
-
-    /// A NOT NULL integer of the projection's own bookkeeping; failing to
-    /// read it is a driver error, not a corrupt registry row.
-    fn bookkeeping_int(&self, column: &str) -> Result<i64, sqlx::Error> {
-        match self {
-            Row::Sqlite(row) => row.try_get(column),
-            Row::Postgres(row) => row.try_get(column),
-        }
-    }
-
-    fn uuid(&self, column: &str) -> Result<Option<Uuid>, String> {
-        match self {
-            Row::Sqlite(_) => self
-                .text(column)?
-                .map(|text| Uuid::parse_str(&text).map_err(|error| format!("{column} {text:?} is not a uuid: {error}")))
-                .transpose(),
-            Row::Postgres(row) => row.try_get(column).map_err(|error| error.to_string()),
-        }
-    }
-
-    fn time(&self, column: &str) -> Result<Option<DateTime<Utc>>, String> {
-        match self {
-            Row::Sqlite(_) => self
-                .text(column)?
-                .map(|text| {
-                    DateTime::parse_from_rfc3339(&text)
-                        .map(|time| time.with_timezone(&Utc))
-                        .map_err(|error| format!("{column} {text:?} is not an rfc 3339 time: {error}"))
-                })
-                .transpose(),
-            Row::Postgres(row) => row.try_get(column).map_err(|error| error.to_string()),
-        }
     }
 }
 
@@ -544,24 +317,6 @@ fn parse_status(text: &str) -> Option<DocumentStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_dialect_drops_postgres_casts_only() {
-        assert_eq!(
-            sqlite_dialect("SELECT role::text AS role FROM t WHERE s = $1::op_status AND x = ':a'"),
-            "SELECT role AS role FROM t WHERE s = $1 AND x = ':a'"
-        );
-        assert!(matches!(sqlite_dialect("SELECT 1"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn sqlite_times_sort_as_text_in_time_order() {
-        let earlier = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.9Z").map(|time| time.with_timezone(&Utc));
-        let later = DateTime::parse_from_rfc3339("2024-05-01T10:00:01.000001Z").map(|time| time.with_timezone(&Utc));
-        let (earlier, later) = (earlier.expect("valid time"), later.expect("valid time"));
-        assert_eq!(sqlite_time(&earlier), "2024-05-01T10:00:00.900000Z");
-        assert!(sqlite_time(&earlier) < sqlite_time(&later));
-    }
 
     #[test]
     fn every_status_parses_back_from_its_text() {

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, TenantId};
 
 use super::{
-    fetch_all, fetch_optional, ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow,
-    KnowledgeBaseRow, Param, Registry, RegistryDump, RegistryError, Row, RowReader, Transaction, UserRow,
-    REGISTRY_PROJECTION,
+    ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry, RegistryDump,
+    RegistryError, RowReader, UserRow, REGISTRY_PROJECTION,
 };
+use crate::sql::{fetch_all, fetch_optional, Param, Row, Transaction};
 
 const USER_COLUMNS: &str = "SELECT id, email, role::text AS role, created_at FROM user_clients";
 
@@ -211,7 +211,9 @@ impl Registry {
     /// position in memory: stop it first and start a new one after.
     pub async fn reset(&self) -> Result<(), RegistryError> {
         let action = || "reset".to_owned();
-        let mut transaction = Transaction::begin(&self.db).await.map_err(failed(action))?;
+        let mut transaction = Transaction::begin(&self.db, REGISTRY_PROJECTION)
+            .await
+            .map_err(failed(action))?;
         // keys before tenants: api_keys references user_clients
         for table in [
             "knowledge_base_documents",
@@ -225,11 +227,7 @@ impl Registry {
                 .await
                 .map_err(failed(|| format!("reset of {table}")))?;
         }
-        transaction
-            .execute(
-                "DELETE FROM projection_checkpoints WHERE name = $1",
-                &[Param::text(REGISTRY_PROJECTION)],
-            )
+        crate::sql::delete_checkpoint(&mut transaction, REGISTRY_PROJECTION)
             .await
             .map_err(failed(action))?;
         for bookkeeping in ["projection_applied", "projection_offsets"] {
@@ -248,7 +246,7 @@ impl Registry {
     /// transaction that excludes the projection's writes, so the tables
     /// agree with each other and with the checkpoint.
     pub async fn dump(&self) -> Result<RegistryDump, RegistryError> {
-        let mut transaction = Transaction::begin(&self.db)
+        let mut transaction = Transaction::begin(&self.db, REGISTRY_PROJECTION)
             .await
             .map_err(failed(|| "dump".to_owned()))?;
         let mut tables = Vec::with_capacity(DUMPED_TABLES.len());
