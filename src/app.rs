@@ -15,7 +15,8 @@ use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
 use projections::vector::VectorProjection;
 
-use bus::{OutboxRelay, RelayHandle, RelayOptions};
+use bus::{ConsumerHandle, ConsumerOptions, OutboxRelay, RelayHandle, RelayOptions, Topics};
+use projections::registry::REGISTRY_PROJECTION;
 
 use crate::auth::KeyHasher;
 use crate::config::Config;
@@ -30,7 +31,8 @@ pub struct App {
     pub objects: Arc<dyn ObjectStore>,
     pub actors: ActorSystem,
     pub registry: Registry,
-    pub registry_progress: ProjectionHandle,
+    /// What keeps the registry current: the log, or Kafka when configured.
+    pub registry_feed: Feed,
     pub vectors: Arc<VectorProjection>,
     pub vector_progress: ProjectionHandle,
     pub audit: AuditLog,
@@ -111,11 +113,29 @@ impl App {
         .context("cannot start the actor system")?;
 
         let registry = Registry::new(database.clone());
-        let registry_progress = ProjectionRunner::spawn(
-            store.clone(),
-            Arc::new(RegistryProjection::new(database.clone())),
-            RunnerOptions::default(),
-        );
+        let registry_projection = Arc::new(RegistryProjection::new(database.clone()));
+        let registry_feed = match config.kafka() {
+            Some(settings) => {
+                let options = ConsumerOptions::for_projection(&settings, REGISTRY_PROJECTION);
+                let consumer = bus::spawn_consumer(&settings, &Topics::CATEGORIES, registry_projection, options)
+                    .with_context(|| format!("cannot consume kafka at {} into the registry", settings.brokers))?;
+                // serve no reads before the registry consumes: until the group
+                // has handed out the partitions nothing would reach it
+                let join_timeout = settings.session_timeout * 6;
+                if !consumer.wait_until(join_timeout, |progress| progress.joined).await {
+                    anyhow::bail!(
+                        "the registry consumer did not join its kafka group at {} within {join_timeout:?}",
+                        settings.brokers
+                    );
+                }
+                Feed::Kafka(consumer)
+            }
+            None => Feed::Log(ProjectionRunner::spawn(
+                store.clone(),
+                registry_projection,
+                RunnerOptions::default(),
+            )),
+        };
         let vectors = Arc::new(
             VectorProjection::open(vector_dir(&config), objects.clone())
                 .await
@@ -150,7 +170,7 @@ impl App {
             objects,
             actors,
             registry,
-            registry_progress,
+            registry_feed,
             vectors,
             vector_progress,
             audit,
@@ -168,7 +188,7 @@ impl App {
         if let Some(relay) = &self.relay {
             relay.shutdown().await;
         }
-        self.registry_progress.shutdown().await;
+        self.registry_feed.shutdown().await;
         self.vector_progress.shutdown().await;
         self.audit_progress.shutdown().await;
         if let Err(error) = self.vectors.persist().await {
@@ -211,6 +231,22 @@ async fn start_relay(
         .with_context(|| format!("cannot start the outbox relay for kafka at {}", settings.brokers))?;
     tracing::info!(brokers = %settings.brokers, prefix = %settings.topic_prefix, "relaying events to kafka");
     Ok(relay.spawn(store.appended()))
+}
+
+/// How a projection is fed: by tailing the store's log, or by a Kafka
+/// consumer group.
+pub enum Feed {
+    Log(ProjectionHandle),
+    Kafka(ConsumerHandle),
+}
+
+impl Feed {
+    pub async fn shutdown(&self) {
+        match self {
+            Feed::Log(runner) => runner.shutdown().await,
+            Feed::Kafka(consumer) => consumer.shutdown().await,
+        }
+    }
 }
 
 pub fn vector_dir(config: &Config) -> PathBuf {

@@ -338,7 +338,7 @@ async fn bootstrap_admin(app: &Arc<App>) -> anyhow::Result<()> {
     )
     .await
     .map_err(|error| anyhow::anyhow!("cannot create the first admin: {error}"))?;
-    app.settle(user.log_position).await;
+    app.settle(user.written).await;
     eprintln!("created the first admin {email}; its api key is shown once, on stdout:");
     println!("{}", user.token);
     Ok(())

@@ -39,6 +39,8 @@ pub struct Config {
     /// Partitions of the topics created at start.
     pub kafka_partitions: i32,
     pub kafka_replication_factor: i32,
+    /// How soon a consumer group notices a member that died.
+    pub kafka_session_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             kafka_topic_prefix: "neurostash.events".to_string(),
             kafka_partitions: 6,
             kafka_replication_factor: 1,
+            kafka_session_timeout_ms: 10_000,
         }
     }
 }
@@ -158,6 +161,9 @@ impl Config {
         {
             return invalid("NEUROSTASH_KAFKA_BROKERS", "must name at least one host:port when set");
         }
+        if !(1_000..=300_000).contains(&self.kafka_session_timeout_ms) {
+            return invalid("NEUROSTASH_KAFKA_SESSION_TIMEOUT_MS", "must be between 1000 and 300000");
+        }
         if self.kafka_partitions < 1 || self.kafka_replication_factor < 1 {
             return invalid(
                 "NEUROSTASH_KAFKA_PARTITIONS",
@@ -193,6 +199,7 @@ impl Config {
         settings.topic_prefix = self.kafka_topic_prefix.clone();
         settings.partitions = self.kafka_partitions;
         settings.replication_factor = self.kafka_replication_factor;
+        settings.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
         Some(settings)
     }
 

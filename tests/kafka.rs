@@ -10,10 +10,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{spawn_app_configured, Backend, TestApp};
-use domain::LogPosition;
+use neurostash::app::Feed;
+use projections::registry::{Registry, RegistryDump, RegistryProjection};
+use projections::runtime::Projection;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -31,6 +33,8 @@ async fn spawn_with_kafka(backend: Backend) -> (TestApp, Vec<String>) {
         config.kafka_brokers = Some(brokers);
         config.kafka_topic_prefix = prefix;
         config.kafka_partitions = 3;
+        // the test broker holds a joining member for half of it
+        config.kafka_session_timeout_ms = 2_000;
     })
     .await;
     let topics = app.config.kafka().expect("kafka configured").topics().all();
@@ -60,34 +64,6 @@ fn outside_consumer(brokers: &str, topics: &[String], expect: usize) -> Value {
     summary
 }
 
-/// Waits until the relay has drained the outbox, then reads the whole log.
-/// The outbox shows every committed event at once; a read of the log on
-/// Postgres may stop short while another transaction on the server is
-/// open, so it is repeated until it holds everything the relay published.
-async fn published_log(app: &TestApp) -> Vec<actors::store::RecordedEvent> {
-    let relay = app.app.relay.as_ref().expect("the relay runs when kafka is configured");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let backlog = app.app.outbox.backlog().await.expect("backlog");
-        let log = app
-            .app
-            .store
-            .read_log(LogPosition::START, 10_000)
-            .await
-            .expect("read log");
-        if backlog == 0 && log.len() as u64 == relay.progress().published {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay did not drain the outbox: backlog {backlog}, {:?}, log holds {}",
-            relay.progress(),
-            log.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn journey_reaches_kafka_and_validates(backend: Backend) {
     let (app, topics) = spawn_with_kafka(backend).await;
     let (_user, key) = app.create_user("kafka@example.com").await;
@@ -115,7 +91,7 @@ async fn journey_reaches_kafka_and_validates(backend: Backend) {
     assert_eq!(served, bus::schemas::catalogue());
     assert!(served["events"]["urn:neurostash:schema:document.DocumentProcessed:v1"].is_object());
 
-    let log = published_log(&app).await;
+    let log = app.published_log().await;
 
     let brokers = required_env("NEUROSTASH_TEST_KAFKA_BROKERS");
     let summary = outside_consumer(&brokers, &topics, log.len());
@@ -153,6 +129,129 @@ async fn journey_reaches_kafka_and_validates_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn journey_reaches_kafka_and_validates_on_postgres() {
     journey_reaches_kafka_and_validates(Backend::Postgres).await;
+}
+
+/// Runs a journey on a Kafka-fed registry and returns the app with the
+/// registry's entities as Kafka built them.
+async fn journey_on_kafka(backend: Backend) -> (TestApp, RegistryDump) {
+    let (app, _topics) = spawn_with_kafka(backend).await;
+    assert!(
+        matches!(app.app.registry_feed, Feed::Kafka(_)),
+        "with kafka configured the registry consumes the topics"
+    );
+    let (_user, key) = app.create_user("fed@example.com").await;
+    let kb = app.create_knowledge_base(&key, "fed by kafka").await;
+    let (status, body) = app
+        .upload(&key, "notes.md", "# Notes\nKafka feeds the registry.", Some(&kb))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let document = body["id"].as_str().unwrap().to_owned();
+    // read-your-writes holds on a registry fed by kafka too
+    let (status, listed) = app.get(&format!("/v1/knowledge-bases/{kb}/documents"), &key).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(app.wait_processed(&key, &document).await["status"], "SUCCESS");
+    app.wait_registry().await;
+    let dump = app.app.registry.dump().await.expect("dump").entities();
+    (app, dump)
+}
+
+/// The registry as a replay of the log in its own order builds it, in the
+/// same database once the app is stopped.
+async fn replayed_from_the_log(app: &TestApp) -> RegistryDump {
+    let log = app.published_log().await;
+    let database = actors::db::Database::connect(&app.config.database_url(), &Default::default())
+        .await
+        .expect("database reopens");
+    let registry = Registry::new(database.clone());
+    registry.reset().await.expect("reset");
+    RegistryProjection::new(database.clone())
+        .apply_batch(&log)
+        .await
+        .expect("replay the log");
+    let dump = registry.dump().await.expect("dump").entities();
+    database.close().await;
+    dump
+}
+
+async fn the_registry_built_from_kafka_equals_a_replay_of_the_log(backend: Backend) {
+    let (app, from_kafka) = journey_on_kafka(backend).await;
+    assert!(from_kafka
+        .tables
+        .iter()
+        .any(|table| table.table == "documents_registry" && table.rows.len() == 1));
+    let log_length = app.published_log().await.len();
+    let consumed = match &app.app.registry_feed {
+        Feed::Kafka(consumer) => consumer.progress(),
+        Feed::Log(_) => unreachable!("checked above"),
+    };
+    assert!(
+        consumed.delivered >= log_length as u64,
+        "{consumed:?} for {log_length} events"
+    );
+    app.app.shutdown().await;
+    assert_eq!(replayed_from_the_log(&app).await, from_kafka);
+}
+
+/// Offsets set back to the start make the group read everything again;
+/// every event is recognised as applied and nothing changes.
+async fn redelivering_every_event_changes_nothing(backend: Backend) {
+    let (app, before) = journey_on_kafka(backend).await;
+    let published = app.published_log().await.len() as u64;
+    let database = app.app.database.clone();
+    let app = {
+        app.app.shutdown().await;
+        let rewound = match &database {
+            actors::db::Database::Sqlite(pool) => {
+                sqlx::query("DELETE FROM projection_offsets WHERE projection = 'registry'")
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+            actors::db::Database::Postgres(pool) => {
+                sqlx::query("DELETE FROM projection_offsets WHERE projection = 'registry'")
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+        }
+        .expect("rewind the offsets");
+        assert!(rewound > 0, "the consumer had stored offsets");
+        app.restart().await
+    };
+    let Feed::Kafka(consumer) = &app.app.registry_feed else {
+        panic!("kafka feed after restart")
+    };
+    assert!(
+        consumer
+            .wait_until(Duration::from_secs(60), |progress| progress.delivered >= published)
+            .await,
+        "the rewound consumer read the topics again: {:?}",
+        consumer.progress()
+    );
+    let after = app.app.registry.dump().await.expect("dump").entities();
+    assert_eq!(after, before);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_registry_built_from_kafka_equals_a_replay_of_the_log_on_sqlite() {
+    the_registry_built_from_kafka_equals_a_replay_of_the_log(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_registry_built_from_kafka_equals_a_replay_of_the_log_on_postgres() {
+    the_registry_built_from_kafka_equals_a_replay_of_the_log(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivering_every_event_changes_nothing_on_sqlite() {
+    redelivering_every_event_changes_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivering_every_event_changes_nothing_on_postgres() {
+    redelivering_every_event_changes_nothing(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

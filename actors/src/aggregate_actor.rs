@@ -34,9 +34,20 @@ pub enum CommandError {
 pub struct CommandOutcome<E> {
     pub events: Vec<E>,
     pub stream_version: i64,
-    /// Where the last appended event sits in the log; `None` when the
-    /// command was accepted but appended nothing (an idempotent repeat).
-    pub log_position: Option<LogPosition>,
+    /// Where the events landed; `None` when the command was accepted but
+    /// appended nothing (an idempotent repeat).
+    pub written: Option<Written>,
+}
+
+/// Where an append landed: what a reader waits for to see it, by log
+/// position (a reader of the global log) or by stream version (a reader
+/// fed by a partitioned broker, which has no global order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub stream_id: StreamId,
+    pub stream_version: i64,
+    /// Position of the last appended event.
+    pub log_position: LogPosition,
 }
 
 pub enum AggregateMessage<A: Aggregate> {
@@ -138,7 +149,7 @@ impl<A: Aggregate> AggregateActorState<A> {
                 return Ok(CommandOutcome {
                     events,
                     stream_version: self.version,
-                    log_position: None,
+                    written: None,
                 });
             }
             let new_events = events
@@ -164,7 +175,11 @@ impl<A: Aggregate> AggregateActorState<A> {
                     return Ok(CommandOutcome {
                         events,
                         stream_version: outcome.stream_version,
-                        log_position: Some(outcome.log_position),
+                        written: Some(Written {
+                            stream_id: self.stream_id.clone(),
+                            stream_version: outcome.stream_version,
+                            log_position: outcome.log_position,
+                        }),
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {

@@ -27,6 +27,9 @@ pub struct KafkaSettings {
     /// How long the producer keeps retrying one message before the relay
     /// sees it fail (and leaves it in the outbox for the next round).
     pub delivery_timeout: Duration,
+    /// How soon a consumer group notices a member that died; some brokers
+    /// also make a joining member wait a part of it.
+    pub session_timeout: Duration,
 }
 
 impl KafkaSettings {
@@ -38,6 +41,7 @@ impl KafkaSettings {
             replication_factor: 1,
             client_id: "neurostash".to_string(),
             delivery_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
         }
     }
 
@@ -47,7 +51,7 @@ impl KafkaSettings {
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -143,6 +147,8 @@ pub enum KafkaError {
     },
     #[error("creating kafka topic {topic} failed: {code}")]
     Topic { topic: String, code: RDKafkaErrorCode },
+    #[error("cannot start a kafka consumer thread: {0}")]
+    Thread(String),
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 //! outbox into the topics.
 
 pub mod cloudevent;
+pub mod consume;
 pub mod kafka;
 pub mod relay;
 pub mod schemas;
 
 pub use cloudevent::CloudEvent;
+pub use consume::{spawn_consumer, ConsumerHandle, ConsumerOptions, ConsumerProgress};
 pub use kafka::{KafkaError, KafkaSettings, Topics};
 pub use relay::{OutboxRelay, RelayHandle, RelayOptions, RelayProgress};

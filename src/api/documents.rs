@@ -184,7 +184,7 @@ impl DocumentsApi {
                 return Err(ApiError::from(error).into());
             }
         };
-        app.settle(registered.log_position).await;
+        app.settle(registered.written).await;
         if let Some(kb) = knowledge_base {
             add_document_to_knowledge_base(&app, &caller, kb, document_id).await?;
         }
@@ -233,7 +233,7 @@ impl DocumentsApi {
             .execute(document.id.stream_id(), DocumentCommand::Delete, caller.metadata())
             .await
             .map_err(ApiError::from)?;
-        app.settle(outcome.log_position).await;
+        app.settle(outcome.written).await;
         if let Err(error) = app.objects.delete(&document.object_key).await {
             tracing::warn!(document_id = %document.id, %error, "could not delete document bytes");
         }

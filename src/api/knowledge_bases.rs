@@ -177,7 +177,7 @@ impl KnowledgeBasesApi {
             )
             .await
             .map_err(ApiError::from)?;
-        app.settle(outcome.log_position).await;
+        app.settle(outcome.written).await;
         let row = owned_knowledge_base(&app, &caller, knowledge_base_id.0).await?;
         Ok(CreateKnowledgeBaseResponse::Created(Json(row.into())))
     }
@@ -217,7 +217,7 @@ impl KnowledgeBasesApi {
             .execute(row.id.stream_id(), KnowledgeBaseCommand::Delete, caller.metadata())
             .await
             .map_err(ApiError::from)?;
-        app.settle(outcome.log_position).await;
+        app.settle(outcome.written).await;
         Ok(Deleted::Deleted)
     }
 
@@ -270,7 +270,7 @@ impl KnowledgeBasesApi {
             )
             .await
             .map_err(ApiError::from)?;
-        app.settle(outcome.log_position).await;
+        app.settle(outcome.written).await;
         Ok(Deleted::Deleted)
     }
 
@@ -376,6 +376,6 @@ pub(super) async fn add_document_to_knowledge_base(
             caller.metadata(),
         )
         .await?;
-    app.settle(outcome.log_position).await;
+    app.settle(outcome.written).await;
     Ok(())
 }

@@ -12,16 +12,17 @@ pub mod users;
 
 use std::sync::Arc;
 
+use actors::aggregate_actor::Written;
 use chrono::Utc;
 use domain::tenant::Role;
-use domain::{ApiKeyId, EventMetadata, LogPosition, TenantId};
+use domain::{ApiKeyId, EventMetadata, TenantId};
 use poem::middleware::Tracing;
 use poem::{get, handler, EndpointExt, Request, Route};
 use poem_openapi::auth::Bearer;
 use poem_openapi::{OpenApiService, SecurityScheme};
 use uuid::Uuid;
 
-use crate::app::App;
+use crate::app::{App, Feed};
 use error::ApiError;
 
 /// Who is calling: resolved from the API key on every request.
@@ -91,11 +92,27 @@ impl App {
 
     /// Waits, bounded, until the registry shows a write, so the client's next
     /// read sees it. A timeout is not an error: the write is durable.
-    pub async fn settle(&self, position: Option<LogPosition>) {
-        let Some(position) = position else { return };
+    pub async fn settle(&self, written: Option<Written>) {
+        let Some(written) = written else { return };
         let timeout = self.config.read_your_writes_timeout();
-        if !self.registry_progress.wait_for(position, timeout).await {
-            tracing::warn!(%position, ?timeout, "registry did not reach a write in time");
+        let reached = match &self.registry_feed {
+            Feed::Log(runner) => runner.wait_for(written.log_position, timeout).await,
+            // a partitioned feed has no global position to compare: wait
+            // for the stream's own version instead
+            Feed::Kafka(_) => {
+                self.registry
+                    .wait_for_version(&written.stream_id, written.stream_version, timeout)
+                    .await
+            }
+        };
+        if !reached {
+            tracing::warn!(
+                stream_id = %written.stream_id,
+                version = written.stream_version,
+                position = %written.log_position,
+                ?timeout,
+                "registry did not reach a write in time"
+            );
         }
     }
 }

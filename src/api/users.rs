@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use actors::aggregate_actor::Written;
 use actors::ActorSystem;
 use chrono::{DateTime, Utc};
 use domain::tenant::{Email, Role, TenantCommand};
-use domain::{ApiKeyId, EventMetadata, LogPosition, TenantId};
+use domain::{ApiKeyId, EventMetadata, TenantId};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -92,7 +93,7 @@ pub struct RegisteredUser {
     pub tenant_id: TenantId,
     pub email: Email,
     pub token: String,
-    pub log_position: Option<LogPosition>,
+    pub written: Option<Written>,
 }
 
 /// Registers a tenant with its first API key; shared by the API and the CLI.
@@ -134,7 +135,7 @@ pub async fn register_user(
         tenant_id,
         email,
         token: key.token,
-        log_position: issued.log_position,
+        written: issued.written,
     })
 }
 
@@ -157,7 +158,7 @@ impl UsersApi {
             .parse()
             .map_err(|error: domain::DomainError| ApiError::invalid(error.to_string()))?;
         let user = register_user(&app.actors, &app.key_hasher, &body.email, role, caller.metadata()).await?;
-        app.settle(user.log_position).await;
+        app.settle(user.written).await;
         Ok(CreateUserResponse::Created(Json(CreatedUser {
             id: user.tenant_id.0,
             email: user.email.as_str().to_owned(),
@@ -194,7 +195,7 @@ impl UsersApi {
             )
             .await
             .map_err(ApiError::from)?;
-        app.settle(outcome.log_position).await;
+        app.settle(outcome.written).await;
         Ok(CreateKeyResponse::Created(Json(CreatedKey {
             id: key.key_id.0,
             api_key: key.token,
@@ -255,7 +256,7 @@ impl UsersApi {
             )
             .await
             .map_err(ApiError::from)?;
-        app.settle(outcome.log_position).await;
+        app.settle(outcome.written).await;
         Ok(RevokeKeyResponse::Revoked)
     }
 }

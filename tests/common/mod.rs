@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use domain::tenant::Role;
 use domain::EventMetadata;
 use neurostash::api::users::register_user;
-use neurostash::app::App;
+use neurostash::app::{App, Feed};
 use neurostash::config::Config;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::{json, Value};
@@ -69,7 +69,7 @@ pub async fn spawn_app_configured(backend: Backend, configure: impl FnOnce(&mut 
     )
     .await
     .expect("admin is created");
-    app.settle(admin.log_position).await;
+    app.settle(admin.written).await;
     serve(app, config, admin.token, data_dir).await
 }
 
@@ -129,14 +129,65 @@ impl TestApp {
 
     /// Waits until the registry has applied everything in the log.
     pub async fn wait_registry(&self) {
-        let head = self.app.store.log_head().await.expect("log head");
-        assert!(
-            self.app.registry_progress.wait_for(head, Duration::from_secs(30)).await,
-            "registry did not reach {head}"
-        );
+        match &self.app.registry_feed {
+            Feed::Log(runner) => {
+                let head = self.app.store.log_head().await.expect("log head");
+                assert!(
+                    runner.wait_for(head, Duration::from_secs(30)).await,
+                    "registry did not reach {head}"
+                );
+            }
+            Feed::Kafka(_) => {
+                let mut last_versions: std::collections::BTreeMap<domain::StreamId, i64> = Default::default();
+                for event in self.published_log().await {
+                    last_versions.insert(event.stream_id, event.stream_version);
+                }
+                for (stream_id, version) in last_versions {
+                    assert!(
+                        self.app
+                            .registry
+                            .wait_for_version(&stream_id, version, Duration::from_secs(30))
+                            .await,
+                        "registry did not reach version {version} of {stream_id}"
+                    );
+                }
+            }
+        }
     }
 
-    /// Waits until the audit log has recorded everything in the log.
+    /// With Kafka configured: waits until the relay has drained the outbox,
+    /// then reads the whole log. The outbox shows every committed event at
+    /// once; a read of the log on Postgres may stop short while another
+    /// transaction on the server is open, so it is repeated until it holds
+    /// everything the relay published.
+    pub async fn published_log(&self) -> Vec<actors::store::RecordedEvent> {
+        let relay = self
+            .app
+            .relay
+            .as_ref()
+            .expect("the relay runs when kafka is configured");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let backlog = self.app.outbox.backlog().await.expect("backlog");
+            let log = self
+                .app
+                .store
+                .read_log(domain::LogPosition::START, 100_000)
+                .await
+                .expect("read log");
+            if backlog == 0 && log.len() as u64 == relay.progress().published {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not drain the outbox: backlog {backlog}, {:?}, log holds {}",
+                relay.progress(),
+                log.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_audit(&self) {
         let head = self.app.store.log_head().await.expect("log head");
         assert!(

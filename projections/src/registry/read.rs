@@ -2,8 +2,9 @@
 //! tenant, so another tenant's row reads as absent.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, TenantId};
+use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, StreamId, TenantId};
 
 use super::{
     ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry, RegistryDump,
@@ -30,6 +31,44 @@ const DOCUMENT_COLUMNS: &str = "SELECT id, user_id, file_name, content_type, siz
 const IDS_PER_QUERY: usize = 500;
 
 impl Registry {
+    /// The highest version of `stream_id` the registry has applied (0 for a
+    /// stream it has not seen).
+    pub async fn applied_version(&self, stream_id: &StreamId) -> Result<i64, RegistryError> {
+        let row = fetch_optional(
+            &self.db,
+            "SELECT version FROM projection_applied WHERE projection = $1 AND stream_id = $2",
+            &[Param::text(REGISTRY_PROJECTION), Param::text(stream_id.as_str())],
+        )
+        .await
+        .map_err(failed(|| format!("read of the applied version of {stream_id}")))?;
+        match row {
+            None => Ok(0),
+            Some(row) => row
+                .bookkeeping_int("version")
+                .map_err(failed(|| format!("read of the applied version of {stream_id}"))),
+        }
+    }
+
+    /// Waits, bounded, until the registry has applied `stream_id` up to
+    /// `version`: read-your-writes when the registry is fed from a
+    /// partitioned broker, which has no global position to wait for.
+    pub async fn wait_for_version(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match self.applied_version(stream_id).await {
+                Ok(applied) if applied >= version => return true,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot check the registry's progress"),
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     pub async fn api_key(&self, key_id: &ApiKeyId) -> Result<Option<ApiKeyRow>, RegistryError> {
         let sql = format!("{API_KEY_COLUMNS} WHERE key_id = $1");
         fetch_optional(&self.db, &sql, &[Param::text(key_id.0.as_str())])
