@@ -1,5 +1,6 @@
 //! Wiring of the roles: database, event store, object store, actors,
-//! projections, processor and API, started in one process.
+//! projections, processor and API, in one process or in processes of their
+//! own (see [`Roles`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,30 +17,78 @@ use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
 use projections::vector::VectorProjection;
 
 use bus::{ConsumerHandle, ConsumerOptions, OutboxRelay, RelayHandle, RelayOptions, Topics};
+use projections::consumed::{ConsumedProjection, OffsetStore};
 use projections::registry::REGISTRY_PROJECTION;
 
 use crate::auth::KeyHasher;
 use crate::config::Config;
 use crate::pipeline::{Embedder, HashingEmbedder};
-use crate::processor::{Processor, ProcessorHandle, ProcessorOptions};
+use crate::processor::{Processor, ProcessorHandle, ProcessorOptions, WorkSource};
+
+/// Which roles this process plays. All three by default, in one process;
+/// with Postgres (and Kafka) they scale out as processes of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API, its actors, and the node-local vector index it searches.
+    pub api: bool,
+    /// The document pipeline's workers.
+    pub process: bool,
+    /// The registry and audit projectors.
+    pub project: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        process: true,
+        project: true,
+    };
+    pub const API: Roles = Roles {
+        api: true,
+        process: false,
+        project: false,
+    };
+    pub const PROCESS: Roles = Roles {
+        api: false,
+        process: true,
+        project: false,
+    };
+    pub const PROJECT: Roles = Roles {
+        api: false,
+        process: false,
+        project: true,
+    };
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [(self.api, "api"), (self.process, "process"), (self.project, "project")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        f.write_str(&names.join("+"))
+    }
+}
 
 pub struct App {
     pub config: Arc<Config>,
+    pub roles: Roles,
     pub database: Database,
     pub store: Arc<dyn EventStore>,
     pub outbox: Arc<dyn Outbox>,
     pub objects: Arc<dyn ObjectStore>,
     pub actors: ActorSystem,
     pub registry: Registry,
-    /// What keeps the registry current: the log, or Kafka when configured.
+    /// What keeps the registry current: the log, Kafka, or another process.
     pub registry_feed: Feed,
-    pub vectors: Arc<VectorProjection>,
-    pub vector_progress: ProjectionHandle,
+    /// The node-local vector index; on API nodes only.
+    pub vectors: Option<Arc<VectorProjection>>,
+    pub vector_feed: Feed,
     pub audit: AuditLog,
-    pub audit_progress: ProjectionHandle,
+    pub audit_feed: Feed,
     pub embedder: Arc<dyn Embedder>,
     pub key_hasher: KeyHasher,
-    processor: ProcessorHandle,
+    processor: Option<ProcessorHandle>,
     /// Drains the outbox into Kafka, when Kafka is configured.
     pub relay: Option<RelayHandle>,
 }
@@ -86,7 +135,12 @@ impl Foundation {
 }
 
 impl App {
+    /// Every role in this process.
     pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
+        App::start_roles(config, Roles::ALL).await
+    }
+
+    pub async fn start_roles(config: Config, roles: Roles) -> anyhow::Result<Arc<App>> {
         let config = Arc::new(config);
         let Foundation {
             database,
@@ -95,8 +149,11 @@ impl App {
             objects,
             key_hasher,
         } = Foundation::open(&config).await?;
-        let relay = match config.kafka() {
-            Some(settings) => Some(start_relay(&settings, outbox.clone(), store.clone()).await?),
+        let kafka = config.kafka();
+        // every role may append (the processor through its actors); the
+        // lease lets one relay publish at a time
+        let relay = match &kafka {
+            Some(settings) => Some(start_relay(settings, outbox.clone(), store.clone()).await?),
             None => None,
         };
         let actors = ActorSystem::start(
@@ -113,57 +170,71 @@ impl App {
         .context("cannot start the actor system")?;
 
         let registry = Registry::new(database.clone());
-        let registry_projection = Arc::new(RegistryProjection::new(database.clone()));
-        let registry_feed = match config.kafka() {
-            Some(settings) => {
-                let options = ConsumerOptions::for_projection(&settings, REGISTRY_PROJECTION);
-                let consumer = bus::spawn_consumer(&settings, &Topics::CATEGORIES, registry_projection, options)
-                    .with_context(|| format!("cannot consume kafka at {} into the registry", settings.brokers))?;
-                // serve no reads before the registry consumes: until the group
-                // has handed out the partitions nothing would reach it
-                let join_timeout = settings.session_timeout * 6;
-                if !consumer.wait_until(join_timeout, |progress| progress.joined).await {
-                    anyhow::bail!(
-                        "the registry consumer did not join its kafka group at {} within {join_timeout:?}",
-                        settings.brokers
-                    );
-                }
-                Feed::Kafka(consumer)
-            }
-            None => Feed::Log(ProjectionRunner::spawn(
-                store.clone(),
-                registry_projection,
-                RunnerOptions::default(),
-            )),
-        };
-        let vectors = Arc::new(
-            VectorProjection::open(vector_dir(&config), objects.clone())
-                .await
-                .context("cannot open the vector index")?,
-        );
-        let vector_progress = ProjectionRunner::spawn(store.clone(), vectors.clone(), RunnerOptions::default());
         let audit = AuditLog::new(database.clone());
-        let audit_progress = ProjectionRunner::spawn(
-            store.clone(),
-            Arc::new(AuditProjection::new(database.clone())),
-            RunnerOptions::default(),
-        );
+        let (registry_feed, audit_feed) = if roles.project {
+            let registry_projection = Arc::new(RegistryProjection::new(database.clone()));
+            let registry_feed = match &kafka {
+                Some(settings) => Feed::Kafka(join_group(settings, REGISTRY_PROJECTION, registry_projection).await?),
+                None => Feed::Log(ProjectionRunner::spawn(
+                    store.clone(),
+                    registry_projection,
+                    RunnerOptions::default(),
+                )),
+            };
+            let audit_feed = Feed::Log(ProjectionRunner::spawn(
+                store.clone(),
+                Arc::new(AuditProjection::new(database.clone())),
+                RunnerOptions::default(),
+            ));
+            (registry_feed, audit_feed)
+        } else {
+            (Feed::Elsewhere, Feed::Elsewhere)
+        };
+        let (vectors, vector_feed) = if roles.api {
+            let vectors = Arc::new(
+                VectorProjection::open(vector_dir(&config), objects.clone())
+                    .await
+                    .context("cannot open the vector index")?,
+            );
+            let feed = Feed::Log(ProjectionRunner::spawn(
+                store.clone(),
+                vectors.clone(),
+                RunnerOptions::default(),
+            ));
+            (Some(vectors), feed)
+        } else {
+            (None, Feed::Elsewhere)
+        };
 
         let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(config.embedding_dimensions));
-        tracing::info!(embedder = embedder.name(), "embedder ready");
-        let processor = Processor::start(
-            store.clone(),
-            actors.clone(),
-            registry.clone(),
-            objects.clone(),
-            embedder.clone(),
-            ProcessorOptions::from_config(&config),
-        )
-        .await
-        .context("cannot start the processor")?;
+        let processor = if roles.process {
+            tracing::info!(embedder = embedder.name(), "embedder ready");
+            let source = match &kafka {
+                Some(settings) => WorkSource::Kafka {
+                    settings: settings.clone(),
+                    offsets: OffsetStore::new(database.clone(), "processor"),
+                },
+                None => WorkSource::Log(store.clone()),
+            };
+            let processor = Processor::start(
+                source,
+                actors.clone(),
+                registry.clone(),
+                objects.clone(),
+                embedder.clone(),
+                ProcessorOptions::from_config(&config),
+            )
+            .await
+            .context("cannot start the processor")?;
+            Some(processor)
+        } else {
+            None
+        };
+        tracing::info!(%roles, "roles started");
 
         Ok(Arc::new(App {
             config,
+            roles,
             database,
             store,
             outbox,
@@ -172,9 +243,9 @@ impl App {
             registry,
             registry_feed,
             vectors,
-            vector_progress,
+            vector_feed,
             audit,
-            audit_progress,
+            audit_feed,
             embedder,
             key_hasher,
             processor,
@@ -182,20 +253,52 @@ impl App {
         }))
     }
 
+    /// The vector index, which only API nodes keep.
+    pub fn vector_index(&self) -> Result<&Arc<VectorProjection>, crate::api::error::ApiError> {
+        self.vectors
+            .as_ref()
+            .ok_or_else(|| crate::api::error::ApiError::Unavailable("this node keeps no vector index".into()))
+    }
+
     /// Stops background work and persists what is kept in memory.
     pub async fn shutdown(&self) {
-        self.processor.shutdown().await;
+        if let Some(processor) = &self.processor {
+            processor.shutdown().await;
+        }
         if let Some(relay) = &self.relay {
             relay.shutdown().await;
         }
         self.registry_feed.shutdown().await;
-        self.vector_progress.shutdown().await;
-        self.audit_progress.shutdown().await;
-        if let Err(error) = self.vectors.persist().await {
-            tracing::error!(%error, "could not persist the vector index at shutdown");
+        self.vector_feed.shutdown().await;
+        self.audit_feed.shutdown().await;
+        if let Some(vectors) = &self.vectors {
+            if let Err(error) = vectors.persist().await {
+                tracing::error!(%error, "could not persist the vector index at shutdown");
+            }
         }
         self.actors.stop();
     }
+}
+
+/// Joins the consumer group of a projection and waits, bounded, for its
+/// share of the partitions: a node serves no reads from a projection that
+/// is not consuming yet.
+async fn join_group(
+    settings: &bus::KafkaSettings,
+    projection_name: &str,
+    projection: Arc<dyn ConsumedProjection>,
+) -> anyhow::Result<ConsumerHandle> {
+    let options = ConsumerOptions::for_projection(settings, projection_name);
+    let consumer = bus::spawn_consumer(settings, &Topics::CATEGORIES, projection, options)
+        .with_context(|| format!("cannot consume kafka at {} into {projection_name}", settings.brokers))?;
+    let join_timeout = settings.session_timeout * 6;
+    if !consumer.wait_until(join_timeout, |progress| progress.joined).await {
+        anyhow::bail!(
+            "the {projection_name} consumer did not join its kafka group at {} within {join_timeout:?}",
+            settings.brokers
+        );
+    }
+    Ok(consumer)
 }
 
 /// Creates the topics (waiting, bounded, for a broker that is still
@@ -233,18 +336,30 @@ async fn start_relay(
     Ok(relay.spawn(store.appended()))
 }
 
-/// How a projection is fed: by tailing the store's log, or by a Kafka
-/// consumer group.
+/// How a projection is fed: by tailing the store's log, by a Kafka
+/// consumer group, or not in this process at all.
 pub enum Feed {
     Log(ProjectionHandle),
     Kafka(ConsumerHandle),
+    /// Another process runs it.
+    Elsewhere,
 }
 
 impl Feed {
+    /// The log runner of a projection fed by the log; panics otherwise (for
+    /// tests and tools that know how they configured it).
+    pub fn log_runner(&self) -> &ProjectionHandle {
+        match self {
+            Feed::Log(runner) => runner,
+            Feed::Kafka(_) | Feed::Elsewhere => panic!("this projection is not fed by the log in this process"),
+        }
+    }
+
     pub async fn shutdown(&self) {
         match self {
             Feed::Log(runner) => runner.shutdown().await,
             Feed::Kafka(consumer) => consumer.shutdown().await,
+            Feed::Elsewhere => {}
         }
     }
 }

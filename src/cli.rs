@@ -16,7 +16,7 @@ use projections::audit::{AuditLog, AuditProjection};
 use uuid::Uuid;
 
 use crate::api::users::register_user;
-use crate::app::{App, Foundation};
+use crate::app::{App, Foundation, Roles};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
@@ -32,9 +32,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API, the actors, the projections and the processor in one process
+    /// (`--roles` narrows it down, e.g. `--roles api` for an API node)
     Serve {
         #[arg(long)]
         bind: Option<SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Roles of this process, comma separated: api, process, project
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [RoleName::Api, RoleName::Process, RoleName::Project])]
+        roles: Vec<RoleName>,
+    },
+    /// Run only the document pipeline's workers (no HTTP), until Ctrl-C
+    Process {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run only the registry and audit projectors (no HTTP), until Ctrl-C
+    Project {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -106,6 +120,31 @@ pub enum AdminCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleName {
+    Api,
+    Process,
+    Project,
+}
+
+impl std::fmt::Display for RoleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleName::Api => "api",
+            RoleName::Process => "process",
+            RoleName::Project => "project",
+        })
+    }
+}
+
+fn roles_of(names: &[RoleName]) -> Roles {
+    Roles {
+        api: names.contains(&RoleName::Api),
+        process: names.contains(&RoleName::Process),
+        project: names.contains(&RoleName::Project),
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RoleArg {
     Admin,
@@ -128,13 +167,15 @@ fn load_config(path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Resu
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { bind, data_dir } => {
+        Command::Serve { bind, data_dir, roles } => {
             let mut config = load_config(cli.config, data_dir)?;
             if let Some(bind) = bind {
                 config.bind = bind;
             }
-            serve(config).await
+            serve(config, roles_of(&roles)).await
         }
+        Command::Process { data_dir } => run_background(load_config(cli.config, data_dir)?, Roles::PROCESS).await,
+        Command::Project { data_dir } => run_background(load_config(cli.config, data_dir)?, Roles::PROJECT).await,
         Command::Admin {
             command: AdminCommand::CreateUser { email, role, data_dir },
         } => {
@@ -306,10 +347,14 @@ async fn create_user_offline(config: &Config, email: &str, role: Role) -> anyhow
     Ok(user.token)
 }
 
-/// Starts every role and serves HTTP until Ctrl-C or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Starts the roles and serves HTTP until Ctrl-C or SIGTERM; without the
+/// api role, see [`run_background`].
+pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    if !roles.api {
+        return run_background(config, roles).await;
+    }
     let bind = config.bind;
-    let app = App::start(config).await?;
+    let app = App::start_roles(config, roles).await?;
     bootstrap_admin(&app).await?;
     let listener = poem::listener::TcpListener::bind(bind);
     tracing::info!(%bind, "serving");
@@ -321,6 +366,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let served = server.await.with_context(|| format!("cannot serve on {bind}"));
     app.shutdown().await;
     served
+}
+
+/// Runs roles without HTTP until Ctrl-C or SIGTERM.
+async fn run_background(config: Config, roles: Roles) -> anyhow::Result<()> {
+    if roles.api {
+        anyhow::bail!("the api role serves http: run `neurostash serve` for it");
+    }
+    let app = App::start_roles(config, roles).await?;
+    tracing::info!(%roles, "running until ctrl-c or sigterm");
+    shutdown_signal().await;
+    app.shutdown().await;
+    Ok(())
 }
 
 /// With an empty store, creates the first admin and prints its key once.

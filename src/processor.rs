@@ -21,11 +21,13 @@ use async_trait::async_trait;
 use chrono::Utc;
 use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent};
 use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition};
+use projections::consumed::{ConsumedProjection, OffsetStore, PartitionOffset};
 use projections::registry::Registry;
-use projections::runtime::{Projection, ProjectionError, ProjectionHandle, ProjectionRunner, RunnerOptions};
+use projections::runtime::{Projection, ProjectionError, ProjectionRunner, RunnerOptions};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::app::Feed;
 use crate::config::Config;
 use crate::pipeline::{chunk_text, extract_text, ChunkingOptions, Embedder};
 
@@ -75,8 +77,21 @@ impl Shared {
     }
 }
 
+/// Where the processor hears of new documents.
+pub enum WorkSource {
+    /// The store's log, from its head at start.
+    Log(Arc<dyn EventStore>),
+    /// The document topic, as a member of the processors' consumer group:
+    /// each process gets the documents of its partitions, and when one dies
+    /// the others take its partitions from the offsets it stored.
+    Kafka {
+        settings: bus::KafkaSettings,
+        offsets: OffsetStore,
+    },
+}
+
 pub struct ProcessorHandle {
-    feed: ProjectionHandle,
+    feed: Feed,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -97,13 +112,13 @@ pub struct Processor;
 
 impl Processor {
     pub async fn start(
-        store: Arc<dyn EventStore>,
+        source: WorkSource,
         actors: ActorSystem,
         registry: Registry,
         objects: Arc<dyn ObjectStore>,
         embedder: Arc<dyn Embedder>,
         options: ProcessorOptions,
-    ) -> Result<ProcessorHandle, actors::store::StoreError> {
+    ) -> anyhow::Result<ProcessorHandle> {
         // bounded: a flood of uploads waits here rather than in memory
         let (queue, receiver) = mpsc::channel(options.workers * 64);
         let shared = Arc::new(Shared {
@@ -126,17 +141,36 @@ impl Processor {
             tasks.push(tokio::spawn(work(shared.clone(), receiver.clone(), stopped.clone())));
         }
         tasks.push(tokio::spawn(sweep(shared.clone(), registry, stopped)));
-        // documents registered before now are the sweep's; the feed only
-        // needs what arrives from here on
-        let head = store.log_head().await?;
-        let feed = ProjectionRunner::spawn(
-            store,
-            Arc::new(RegistrationFeed {
-                shared,
-                applied: Mutex::new(head),
-            }),
-            RunnerOptions::default(),
-        );
+        let feed = match source {
+            WorkSource::Log(store) => {
+                // documents registered before now are the sweep's; the feed
+                // only needs what arrives from here on
+                let head = store.log_head().await?;
+                Feed::Log(ProjectionRunner::spawn(
+                    store,
+                    Arc::new(RegistrationFeed {
+                        shared,
+                        applied: Mutex::new(head),
+                        offsets: None,
+                    }),
+                    RunnerOptions::default(),
+                ))
+            }
+            WorkSource::Kafka { settings, offsets } => {
+                let options = bus::ConsumerOptions::for_projection(&settings, PROCESSOR_FEED);
+                let consumer = bus::spawn_consumer(
+                    &settings,
+                    &[Document::CATEGORY],
+                    Arc::new(RegistrationFeed {
+                        shared,
+                        applied: Mutex::new(LogPosition::START),
+                        offsets: Some(offsets),
+                    }),
+                    options,
+                )?;
+                Feed::Kafka(consumer)
+            }
+        };
         Ok(ProcessorHandle {
             feed,
             stop,
@@ -145,23 +179,18 @@ impl Processor {
     }
 }
 
+const PROCESSOR_FEED: &str = "processor";
+
 /// Turns live `DocumentRegistered` events into work.
 struct RegistrationFeed {
     shared: Arc<Shared>,
     applied: Mutex<LogPosition>,
+    /// Where the Kafka feed keeps its offsets.
+    offsets: Option<OffsetStore>,
 }
 
-#[async_trait]
-impl Projection for RegistrationFeed {
-    fn name(&self) -> &str {
-        "processor"
-    }
-
-    async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
-        Ok(*self.applied.lock().expect("feed position lock"))
-    }
-
-    async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+impl RegistrationFeed {
+    async fn enqueue_registered(&self, events: &[RecordedEvent]) {
         for event in events {
             if event.stream_id.category() != Document::CATEGORY || event.event_type != "DocumentRegistered" {
                 continue;
@@ -176,10 +205,54 @@ impl Projection for RegistrationFeed {
                 self.shared.enqueue(document_id).await;
             }
         }
+    }
+}
+
+#[async_trait]
+impl Projection for RegistrationFeed {
+    fn name(&self) -> &str {
+        PROCESSOR_FEED
+    }
+
+    async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+        Ok(*self.applied.lock().expect("feed position lock"))
+    }
+
+    async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        self.enqueue_registered(events).await;
         if let Some(last) = events.last() {
             *self.applied.lock().expect("feed position lock") = last.log_position;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ConsumedProjection for RegistrationFeed {
+    fn name(&self) -> &str {
+        PROCESSOR_FEED
+    }
+
+    async fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<PartitionOffset>, ProjectionError> {
+        match &self.offsets {
+            Some(offsets) => offsets.load(partitions).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Queued work is durable enough to move the offsets on: a document
+    /// whose worker dies stays PENDING or PROCESSING in the registry, and
+    /// the sweep hands it to a live worker once its lease is out.
+    async fn apply_consumed(
+        &self,
+        events: &[RecordedEvent],
+        offsets: &[PartitionOffset],
+    ) -> Result<(), ProjectionError> {
+        self.enqueue_registered(events).await;
+        match &self.offsets {
+            Some(store) => store.save(offsets).await,
+            None => Ok(()),
+        }
     }
 }
 

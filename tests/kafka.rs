@@ -183,7 +183,7 @@ async fn the_registry_built_from_kafka_equals_a_replay_of_the_log(backend: Backe
     let log_length = app.published_log().await.len();
     let consumed = match &app.app.registry_feed {
         Feed::Kafka(consumer) => consumer.progress(),
-        Feed::Log(_) => unreachable!("checked above"),
+        Feed::Log(_) | Feed::Elsewhere => unreachable!("checked above"),
     };
     assert!(
         consumed.delivered >= log_length as u64,

@@ -40,3 +40,44 @@ pub trait ConsumedProjection: Send + Sync + 'static {
         offsets: &[PartitionOffset],
     ) -> Result<(), ProjectionError>;
 }
+
+/// Offsets of a consumer whose effects live elsewhere (the processor's go
+/// through the actors): stored on their own, after the effects are handed
+/// on.
+#[derive(Debug, Clone)]
+pub struct OffsetStore {
+    db: actors::db::Database,
+    projection: String,
+}
+
+impl OffsetStore {
+    pub fn new(db: actors::db::Database, projection: impl Into<String>) -> OffsetStore {
+        OffsetStore {
+            db,
+            projection: projection.into(),
+        }
+    }
+
+    pub async fn load(&self, partitions: &[(String, i32)]) -> Result<Vec<PartitionOffset>, ProjectionError> {
+        crate::sql::load_offsets(&self.db, &self.projection, partitions)
+            .await
+            .map_err(|source| self.database_error(source))
+    }
+
+    pub async fn save(&self, offsets: &[PartitionOffset]) -> Result<(), ProjectionError> {
+        let mut transaction = crate::sql::Transaction::begin(&self.db, &self.projection)
+            .await
+            .map_err(|source| self.database_error(source))?;
+        crate::sql::store_offsets(&mut transaction, &self.projection, offsets)
+            .await
+            .map_err(|source| self.database_error(source))?;
+        transaction.commit().await.map_err(|source| self.database_error(source))
+    }
+
+    fn database_error(&self, source: sqlx::Error) -> ProjectionError {
+        ProjectionError::Database {
+            projection: self.projection.clone(),
+            source,
+        }
+    }
+}

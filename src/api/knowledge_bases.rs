@@ -322,7 +322,7 @@ impl KnowledgeBasesApi {
             .pop()
             .ok_or_else(|| ApiError::internal("embedder returned no vector"))?;
         let hits = app
-            .vectors
+            .vector_index()?
             .search(kb.id, &vector, body.top_k as usize)
             .await
             .map_err(ApiError::internal)?;

@@ -97,9 +97,10 @@ impl App {
         let timeout = self.config.read_your_writes_timeout();
         let reached = match &self.registry_feed {
             Feed::Log(runner) => runner.wait_for(written.log_position, timeout).await,
-            // a partitioned feed has no global position to compare: wait
-            // for the stream's own version instead
-            Feed::Kafka(_) => {
+            // a partitioned feed has no global position to compare, and a
+            // projector in another process no local progress: wait for the
+            // stream's own version in the registry instead
+            Feed::Kafka(_) | Feed::Elsewhere => {
                 self.registry
                     .wait_for_version(&written.stream_id, written.stream_version, timeout)
                     .await

@@ -137,6 +137,7 @@ impl TestApp {
                     "registry did not reach {head}"
                 );
             }
+            Feed::Elsewhere => panic!("the test app runs its registry projector itself"),
             Feed::Kafka(_) => {
                 let mut last_versions: std::collections::BTreeMap<domain::StreamId, i64> = Default::default();
                 for event in self.published_log().await {
@@ -191,7 +192,11 @@ impl TestApp {
     pub async fn wait_audit(&self) {
         let head = self.app.store.log_head().await.expect("log head");
         assert!(
-            self.app.audit_progress.wait_for(head, Duration::from_secs(30)).await,
+            self.app
+                .audit_feed
+                .log_runner()
+                .wait_for(head, Duration::from_secs(30))
+                .await,
             "audit log did not reach {head}"
         );
     }
@@ -305,7 +310,11 @@ impl TestApp {
     pub async fn wait_indexed(&self) {
         let head = self.app.store.log_head().await.expect("log head");
         assert!(
-            self.app.vector_progress.wait_for(head, Duration::from_secs(30)).await,
+            self.app
+                .vector_feed
+                .log_runner()
+                .wait_for(head, Duration::from_secs(30))
+                .await,
             "vector index did not reach {head}"
         );
     }
