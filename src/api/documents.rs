@@ -15,7 +15,7 @@ use projections::registry::DocumentRow;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::knowledge_bases::add_document_to_knowledge_base;
+use super::knowledge_bases::link_document;
 use super::{ApiKeyAuth, Caller};
 use crate::app::App;
 use crate::pipeline::extract::{is_supported, SUPPORTED_EXTENSIONS};
@@ -186,7 +186,7 @@ impl DocumentsApi {
         };
         app.settle(registered.written).await;
         if let Some(kb) = knowledge_base {
-            add_document_to_knowledge_base(&app, &caller, kb, document_id).await?;
+            link_document(&app, &caller, kb, document_id, caller.tenant_id).await?;
         }
         Ok(UploadResponse::Accepted(Json(Accepted {
             id: document_id.0,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use domain::knowledge_base::KnowledgeBaseCommand;
-use domain::{DocumentId, KnowledgeBaseId};
+use domain::{DocumentId, KnowledgeBaseId, TenantId};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -364,6 +364,19 @@ pub(super) async fn add_document_to_knowledge_base(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found("document", document_id))?;
+    link_document(app, caller, knowledge_base_id, document_id, document.tenant_id).await
+}
+
+/// Links a document whose owner is already known: an upload links the
+/// document it has just registered without waiting for the registry to show
+/// it, so uploads go on while a projector is behind or down.
+pub(super) async fn link_document(
+    app: &App,
+    caller: &Caller,
+    knowledge_base_id: KnowledgeBaseId,
+    document_id: DocumentId,
+    document_tenant: TenantId,
+) -> Result<(), ApiError> {
     let outcome = app
         .actors
         .knowledge_bases
@@ -371,7 +384,7 @@ pub(super) async fn add_document_to_knowledge_base(
             knowledge_base_id.stream_id(),
             KnowledgeBaseCommand::AddDocument {
                 document_id,
-                document_tenant: document.tenant_id,
+                document_tenant,
             },
             caller.metadata(),
         )
