@@ -47,6 +47,16 @@ pub enum ProjectionError {
     },
     #[error("projection {projection} i/o failed: {reason}")]
     Io { projection: String, reason: String },
+    /// The generation the projection writes was switched (see
+    /// [`crate::generations`]) after its checkpoint was loaded: the batch
+    /// was not applied, and the caller resumes from the new generation's
+    /// checkpoint.
+    #[error("projection {projection} was switched from generation {from} to {to}")]
+    Retargeted {
+        projection: String,
+        from: String,
+        to: String,
+    },
     #[error("projection {projection} panicked while applying the batch ending at {position}: {reason}")]
     Panicked {
         projection: String,
@@ -70,6 +80,14 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies events in log order, then records the position of the last
     /// one atomically with the effects.
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+
+    /// Whether the projection now writes another generation than the one
+    /// whose checkpoint it last returned (a replay switched it): the runner
+    /// asks before each read and, on true, reloads the checkpoint. A
+    /// projection with a single generation never is.
+    async fn retargeted(&self) -> Result<bool, ProjectionError> {
+        Ok(false)
+    }
 }
 
 /// How a [`ProjectionRunner`] reads and waits.
@@ -323,6 +341,24 @@ async fn run(
             },
         };
 
+        match projection.retargeted().await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(projection = %name, "projection switched generation, reloading its checkpoint");
+                position = None;
+                continue;
+            }
+            Err(error) => {
+                position = None;
+                let delay = backoff.next_delay();
+                tracing::warn!(projection = %name, %error, retry_in = ?delay, "checking the live generation failed");
+                if !pause(delay, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+        }
+
         // Registered before the read, so that an append landing between the
         // read and the wait still wakes this runner.
         let notified = appended.notified();
@@ -350,6 +386,12 @@ async fn run(
                     _ = tokio::time::sleep(options.poll_interval) => {}
                     _ = stop.changed() => {}
                 }
+            }
+            Err(error @ ProjectionError::Retargeted { .. }) => {
+                // not a failure: the next round starts from the new
+                // generation's checkpoint, at once
+                tracing::info!(projection = %name, %error, "reloading the checkpoint");
+                position = None;
             }
             Err(error) => {
                 position = None;
