@@ -117,7 +117,7 @@ impl App {
             RunnerOptions::default(),
         );
         let vectors = Arc::new(
-            VectorProjection::open(vector_dir(&config), objects.clone())
+            VectorProjection::open_live(vector_dir(&config), database.clone(), objects.clone())
                 .await
                 .context("cannot open the vector index")?,
         );
