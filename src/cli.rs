@@ -16,9 +16,9 @@ use projections::audit::{AuditLog, AuditProjection};
 use uuid::Uuid;
 
 use crate::api::users::register_user;
-use crate::replay::{ReplayContext, ReplayOutcome, ReplayRequest, ReplayTarget};
 use crate::app::{App, Foundation};
 use crate::config::Config;
+use crate::replay::{ReplayContext, ReplayOutcome, ReplayRequest, ReplayTarget};
 
 #[derive(Debug, Parser)]
 #[command(name = "neurostash", version, about = "self-hosted, multi-tenant knowledge stash")]
@@ -267,7 +267,10 @@ async fn replay_command(config_file: Option<PathBuf>, args: ReplayArgs) -> anyho
             println!("generation\tstate\tcreated_at\tswitched_at\tcheckpoint");
             for (row, checkpoint) in crate::replay::list(&context, projection).await? {
                 let time = |time: Option<DateTime<Utc>>| {
-                    time.map_or_else(|| "-".to_owned(), |time| time.to_rfc3339_opts(SecondsFormat::Secs, true))
+                    time.map_or_else(
+                        || "-".to_owned(),
+                        |time| time.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    )
                 };
                 println!(
                     "{}\t{}\t{}\t{}\t{}",

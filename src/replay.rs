@@ -198,12 +198,18 @@ async fn choose_generation(generations: &Generations, request: &ReplayRequest) -
         .filter(|row| row.state == GenerationState::Building)
         .collect();
     match building.as_slice() {
-        [] => Ok(GenerationName::parse(&chrono::Utc::now().format("g%Y%m%d%H%M%S").to_string())?),
+        [] => Ok(GenerationName::parse(
+            &chrono::Utc::now().format("g%Y%m%d%H%M%S").to_string(),
+        )?),
         [one] => Ok(one.name.clone()),
         several => anyhow::bail!(
             "projection {projection} has {} generations building ({}); name one with --generation",
             several.len(),
-            several.iter().map(|row| row.name.as_str()).collect::<Vec<_>>().join(", ")
+            several
+                .iter()
+                .map(|row| row.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -221,7 +227,9 @@ pub async fn replay(
     let generation = choose_generation(&generations, request).await?;
     let row = generations.create(projection, &generation).await?;
     if row.state == GenerationState::Live {
-        anyhow::bail!("generation {generation} of projection {projection} is live already; name another with --generation");
+        anyhow::bail!(
+            "generation {generation} of projection {projection} is live already; name another with --generation"
+        );
     }
     let shadow = match request.target {
         ReplayTarget::Registry => {
@@ -234,9 +242,12 @@ pub async fn replay(
             ))
         }
         ReplayTarget::Vector => Shadow::Vector(
-            VectorProjection::open(generation_dir(&context.vector_root, &generation), context.objects.clone())
-                .await
-                .with_context(|| format!("cannot open vector generation {generation}"))?,
+            VectorProjection::open(
+                generation_dir(&context.vector_root, &generation),
+                context.objects.clone(),
+            )
+            .await
+            .with_context(|| format!("cannot open vector generation {generation}"))?,
         ),
     };
     let store = context.store.as_ref();
@@ -288,13 +299,9 @@ pub async fn replay(
     progress.switching();
     let (from, position) = match &shadow {
         Shadow::Registry(_) => {
-            let switched = projections::registry::switch_generation(
-                &context.database,
-                store,
-                &generation,
-                request.batch_size,
-            )
-            .await?;
+            let switched =
+                projections::registry::switch_generation(&context.database, store, &generation, request.batch_size)
+                    .await?;
             (switched.from, switched.position)
         }
         Shadow::Vector(vectors) => {

@@ -37,9 +37,7 @@ impl GenerationName {
         if valid {
             Ok(GenerationName(name.to_owned()))
         } else {
-            Err(GenerationError::InvalidName {
-                name: name.to_owned(),
-            })
+            Err(GenerationError::InvalidName { name: name.to_owned() })
         }
     }
 
@@ -110,11 +108,20 @@ pub enum GenerationError {
     #[error("generation name {name:?} must be 1 to 32 of the characters a-z 0-9 _")]
     InvalidName { name: String },
     #[error("projection {projection} has no generation {generation}")]
-    Unknown { projection: String, generation: GenerationName },
+    Unknown {
+        projection: String,
+        generation: GenerationName,
+    },
     #[error("generation {generation} of projection {projection} is live; switch to another one before dropping it")]
-    DropLive { projection: String, generation: GenerationName },
+    DropLive {
+        projection: String,
+        generation: GenerationName,
+    },
     #[error("generation {generation} of projection {projection} is already live")]
-    AlreadyLive { projection: String, generation: GenerationName },
+    AlreadyLive {
+        projection: String,
+        generation: GenerationName,
+    },
     #[error("projection {projection} has no retired generation to roll back to")]
     NoPrevious { projection: String },
     #[error("generations of projection {projection}: {action} failed: {source}")]
@@ -173,7 +180,9 @@ impl Generations {
 
     /// The live generation of `projection`.
     pub async fn live(&self, projection: &str) -> Result<GenerationName, GenerationError> {
-        live_on(&self.db, projection).await.map_err(failed(projection, "resolve live"))
+        live_on(&self.db, projection)
+            .await
+            .map_err(failed(projection, "resolve live"))
     }
 
     /// Records `name` as a `building` generation of `projection` unless it
@@ -192,15 +201,18 @@ impl Generations {
         )
         .await
         .map_err(failed(projection, "create"))?;
-        self.get(projection, name).await?.ok_or_else(|| GenerationError::Unknown {
-            projection: projection.to_owned(),
-            generation: name.clone(),
-        })
+        self.get(projection, name)
+            .await?
+            .ok_or_else(|| GenerationError::Unknown {
+                projection: projection.to_owned(),
+                generation: name.clone(),
+            })
     }
 
     /// The generation a rollback returns to: the one retired last.
     pub async fn previous(&self, projection: &str) -> Result<GenerationName, GenerationError> {
-        let sql = format!("{COLUMNS} WHERE projection = $1 AND state = 'retired' ORDER BY retired_at DESC, name LIMIT 1");
+        let sql =
+            format!("{COLUMNS} WHERE projection = $1 AND state = 'retired' ORDER BY retired_at DESC, name LIMIT 1");
         let row = fetch_optional(&self.db, &sql, &[Param::text(projection)])
             .await
             .map_err(failed(projection, "find the previous generation"))?;
@@ -215,10 +227,13 @@ impl Generations {
     /// Forgets generation `name`, refusing the live one; the caller drops
     /// its tables or directory.
     pub async fn forget(&self, projection: &str, name: &GenerationName) -> Result<(), GenerationError> {
-        let row = self.get(projection, name).await?.ok_or_else(|| GenerationError::Unknown {
-            projection: projection.to_owned(),
-            generation: name.clone(),
-        })?;
+        let row = self
+            .get(projection, name)
+            .await?
+            .ok_or_else(|| GenerationError::Unknown {
+                projection: projection.to_owned(),
+                generation: name.clone(),
+            })?;
         if row.state == GenerationState::Live {
             return Err(GenerationError::DropLive {
                 projection: projection.to_owned(),
@@ -250,7 +265,10 @@ impl Generations {
             .await
             .map_err(failed(projection, "begin the switch"))?;
         let from = switch_in(&mut transaction, projection, to).await?;
-        transaction.commit().await.map_err(failed(projection, "commit the switch"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(failed(projection, "commit the switch"))?;
         Ok(from)
     }
 }

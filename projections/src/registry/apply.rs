@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::generation::{Tables, Writer};
 use super::{database_error, REGISTRY_PROJECTION};
-use crate::generations::{GenerationName, GenerationState};
 use crate::consumed::PartitionOffset;
+use crate::generations::{GenerationName, GenerationState};
 use crate::runtime::ProjectionError;
 use crate::sql::{store_checkpoint, store_offsets, Param, Transaction};
 
@@ -278,11 +278,7 @@ impl AppliedVersions {
                     "INSERT INTO projection_applied (projection, stream_id, version) VALUES ($1, $2, $3) \
                      ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version \
                      WHERE projection_applied.version < excluded.version",
-                    &[
-                        Param::text(&self.projection),
-                        Param::text(stream),
-                        Param::Int(version),
-                    ],
+                    &[Param::text(&self.projection), Param::text(stream), Param::Int(version)],
                 )
                 .await?;
         }

@@ -103,7 +103,9 @@ impl Tables {
                 let schema = self.schema.as_deref().unwrap_or_default();
                 // the enum types of 0002 stay in public, where every
                 // generation's columns find them
-                let tables = POSTGRES_DDL.rsplit_once("END $$;").map_or(POSTGRES_DDL, |(_, rest)| rest);
+                let tables = POSTGRES_DDL
+                    .rsplit_once("END $$;")
+                    .map_or(POSTGRES_DDL, |(_, rest)| rest);
                 let tables = tables.split(BOOKKEEPING_MARKER).next().unwrap_or(tables);
                 let ddl = format!("CREATE SCHEMA IF NOT EXISTS {schema};\n{}", self.qualify(tables));
                 execute_script(db, &ddl).await
@@ -148,7 +150,10 @@ impl Tables {
         }
         let key = self.projection_key();
         transaction
-            .execute("DELETE FROM projection_checkpoints WHERE name = $1", &[Param::text(&key)])
+            .execute(
+                "DELETE FROM projection_checkpoints WHERE name = $1",
+                &[Param::text(&key)],
+            )
             .await?;
         for bookkeeping in ["projection_applied", "projection_offsets"] {
             transaction
@@ -187,7 +192,8 @@ impl Writer {
 }
 
 /// Replaces identifier words of `sql` for which `replace` returns a
-/// replacement; single-quoted literals are left alone.
+/// replacement; single-quoted literals and `--` comments are left alone
+/// (a comment's apostrophe is not a literal's start).
 fn rewrite_words<'s>(sql: &'s str, replace: impl Fn(&str, bool) -> Option<String>) -> Cow<'s, str> {
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(sql.len() + 64);
@@ -196,6 +202,15 @@ fn rewrite_words<'s>(sql: &'s str, replace: impl Fn(&str, bool) -> Option<String
     let mut previous: Option<char> = None;
     let mut chars = sql.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
+        if !in_literal && c == '-' && sql[start..].starts_with("--") {
+            let end = sql[start..].find('\n').map_or(sql.len(), |offset| start + offset);
+            out.push_str(&sql[start..end]);
+            while chars.peek().is_some_and(|&(at, _)| at < end) {
+                chars.next();
+            }
+            previous = None;
+            continue;
+        }
         if c == '\'' {
             in_literal = !in_literal;
             out.push(c);
@@ -256,7 +271,19 @@ mod tests {
              registry_gg2.knowledge_base_documents link ON link.knowledge_base_id = kb.id WHERE x.api_keys = \
              'user_clients' AND api_keys_user_id_idx = 1"
         );
-        assert!(matches!(tables.qualify("SELECT 1 FROM projection_applied"), Cow::Borrowed(_)));
+        assert!(matches!(
+            tables.qualify("SELECT 1 FROM projection_applied"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn comments_do_not_open_literals() {
+        let tables = prefixed("p__");
+        assert_eq!(
+            tables.qualify("-- a tenant's keys\nCREATE TABLE api_keys (x TEXT DEFAULT 'api_keys');"),
+            "-- a tenant's keys\nCREATE TABLE p__api_keys (x TEXT DEFAULT 'api_keys');"
+        );
     }
 
     #[test]

@@ -170,7 +170,9 @@ pub struct RegistryProjection {
 
 enum WriteTarget {
     /// The generation the last loaded checkpoint belongs to.
-    Live { bound: std::sync::Mutex<Option<GenerationName>> },
+    Live {
+        bound: std::sync::Mutex<Option<GenerationName>>,
+    },
     Pinned(GenerationName),
 }
 

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, TenantId};
 
+use super::generation::Writer;
 use super::{
     ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry, RegistryDump,
     RegistryError, RowReader, UserRow,
 };
-use super::generation::Writer;
 use crate::sql::{Param, Row};
 
 const USER_COLUMNS: &str = "SELECT id, email, role::text AS role, created_at FROM user_clients";
@@ -97,25 +97,26 @@ impl Registry {
         let action = || format!("list of documents of tenant {tenant}");
         let rows = self
             .fetch_all(
-            &sql,
-            &[
-                Param::Uuid(tenant.0),
-                Param::Int(limit.max(0)),
-                Param::Int(offset.max(0)),
-            ],
-        )
-        .await
-        .map_err(failed(action))?;
+                &sql,
+                &[
+                    Param::Uuid(tenant.0),
+                    Param::Int(limit.max(0)),
+                    Param::Int(offset.max(0)),
+                ],
+            )
+            .await
+            .map_err(failed(action))?;
         let documents = rows.iter().map(document_row).collect::<Result<Vec<_>, _>>()?;
-        let total = self.fetch_optional(
-            "SELECT COUNT(*) AS total FROM documents_registry WHERE user_id = $1",
-            &[Param::Uuid(tenant.0)],
-        )
-        .await
-        .map_err(failed(action))?
-        .map(|row| RowReader::new(&row, "documents_registry").keyed("count").int("total"))
-        .transpose()?
-        .unwrap_or(0);
+        let total = self
+            .fetch_optional(
+                "SELECT COUNT(*) AS total FROM documents_registry WHERE user_id = $1",
+                &[Param::Uuid(tenant.0)],
+            )
+            .await
+            .map_err(failed(action))?
+            .map(|row| RowReader::new(&row, "documents_registry").keyed("count").int("total"))
+            .transpose()?
+            .unwrap_or(0);
         Ok((documents, total))
     }
 

@@ -57,7 +57,10 @@ pub async fn switch_generation(
     let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION)
         .await
         .map_err(database_error)?;
-    transaction.lock(&tables.projection_key()).await.map_err(database_error)?;
+    transaction
+        .lock(&tables.projection_key())
+        .await
+        .map_err(database_error)?;
     let mut writer = Writer {
         transaction,
         tables: tables.clone(),
