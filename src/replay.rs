@@ -161,17 +161,18 @@ impl ReplayProgress for ProgressBar {
     }
 }
 
-/// The shadow a job writes.
+/// The shadow a job writes; one per job, so the vector one is boxed only
+/// to keep the variants alike in size.
 enum Shadow {
     Registry(RegistryProjection),
-    Vector(VectorProjection),
+    Vector(Box<VectorProjection>),
 }
 
 impl Shadow {
     fn projection(&self) -> &dyn Projection {
         match self {
             Shadow::Registry(projection) => projection,
-            Shadow::Vector(projection) => projection,
+            Shadow::Vector(projection) => projection.as_ref(),
         }
     }
 
@@ -241,14 +242,13 @@ pub async fn replay(
                 generation.clone(),
             ))
         }
-        ReplayTarget::Vector => Shadow::Vector(
-            VectorProjection::open(
-                generation_dir(&context.vector_root, &generation),
-                context.objects.clone(),
-            )
-            .await
-            .with_context(|| format!("cannot open vector generation {generation}"))?,
-        ),
+        ReplayTarget::Vector => {
+            let dir = generation_dir(&context.vector_root, &generation);
+            let vectors = VectorProjection::open(dir, context.objects.clone())
+                .await
+                .with_context(|| format!("cannot open vector generation {generation}"))?;
+            Shadow::Vector(Box::new(vectors))
+        }
     };
     let store = context.store.as_ref();
     let checkpoint = shadow.projection().checkpoint().await?;
@@ -305,7 +305,7 @@ pub async fn replay(
             (switched.from, switched.position)
         }
         Shadow::Vector(vectors) => {
-            let reached = projections::runtime::catch_up_to_head(store, vectors, request.batch_size).await?;
+            let reached = projections::runtime::catch_up_to_head(store, vectors.as_ref(), request.batch_size).await?;
             vectors.persist().await.context("cannot persist the vector shadow")?;
             let from = generations.switch(projection, &generation).await?;
             (from, reached)
