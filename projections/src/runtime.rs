@@ -711,6 +711,84 @@ mod tests {
         assert_eq!(projection.applied(), 0);
     }
 
+    /// Switches to another in-memory "generation" once, with its own
+    /// checkpoint, the way a replay switches a projection under its runner.
+    #[derive(Default)]
+    struct SwitchingProjection {
+        /// (checkpoint, applied events) per generation; index 0 in use first.
+        generations: Mutex<[(LogPosition, usize); 2]>,
+        current: AtomicUsize,
+        bound: AtomicUsize,
+        switch_now: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Projection for SwitchingProjection {
+        fn name(&self) -> &str {
+            "switching"
+        }
+
+        async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+            let current = self.current.load(Ordering::SeqCst);
+            self.bound.store(current, Ordering::SeqCst);
+            Ok(self.generations.lock().unwrap()[current].0)
+        }
+
+        async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+            let current = self.current.load(Ordering::SeqCst);
+            let mut generations = self.generations.lock().unwrap();
+            let generation = &mut generations[current];
+            assert_eq!(
+                events[0].log_position.position,
+                generation.0.position + 1,
+                "batch does not follow the checkpoint of generation {current}"
+            );
+            generation.0 = events.last().unwrap().log_position;
+            generation.1 += events.len();
+            Ok(())
+        }
+
+        async fn retargeted(&self) -> Result<bool, ProjectionError> {
+            if self.switch_now.swap(false, Ordering::SeqCst) {
+                self.current.store(1, Ordering::SeqCst);
+            }
+            Ok(self.current.load(Ordering::SeqCst) != self.bound.load(Ordering::SeqCst))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retargeted_projection_resumes_from_the_new_checkpoint() {
+        let store = Arc::new(MemoryStore::default());
+        let projection = Arc::new(SwitchingProjection::default());
+        let head = store.push(6, true);
+        // the new generation was built up to 4 of the 6 events elsewhere
+        projection.generations.lock().unwrap()[1] = (LogPosition { commit: 4, position: 4 }, 4);
+        let store_dyn: Arc<dyn EventStore> = store.clone();
+        let projection_dyn: Arc<dyn Projection> = projection.clone();
+        let handle = ProjectionRunner::spawn(store_dyn, projection_dyn, fast_options());
+        assert!(handle.wait_for(head, Duration::from_secs(5)).await);
+
+        projection.switch_now.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while projection.generations.lock().unwrap()[1].0 < head {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new generation was not caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let head = store.push(2, true);
+        assert!(handle.wait_for(head, Duration::from_secs(5)).await);
+        let generations = *projection.generations.lock().unwrap();
+        assert_eq!(generations[0].1, 6, "the old generation was written after the switch");
+        assert_eq!(
+            generations[1],
+            (head, 8),
+            "the new generation missed or repeated events"
+        );
+        handle.shutdown().await;
+    }
+
     #[tokio::test]
     async fn catch_up_stops_at_until_or_at_the_end_of_the_log() {
         let store = MemoryStore::default();
