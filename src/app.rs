@@ -192,7 +192,7 @@ impl App {
         };
         let (vectors, vector_feed) = if roles.api {
             let vectors = Arc::new(
-                VectorProjection::open(vector_dir(&config), objects.clone())
+                VectorProjection::open_live(vector_dir(&config), database.clone(), objects.clone())
                     .await
                     .context("cannot open the vector index")?,
             );

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `admin`, `migrate`, `audit`.
+//! The command line: `serve`, `admin`, `migrate`, `audit`, `replay`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::api::users::register_user;
 use crate::app::{App, Foundation, Roles};
 use crate::config::Config;
+use crate::replay::{ReplayContext, ReplayOutcome, ReplayRequest, ReplayTarget};
 
 #[derive(Debug, Parser)]
 #[command(name = "neurostash", version, about = "self-hosted, multi-tenant knowledge stash")]
@@ -69,7 +70,65 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Rebuild a projection from the event store into a shadow generation
+    /// while the live one serves, then switch to it; or list, roll back and
+    /// drop generations
+    Replay(ReplayArgs),
 }
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReplayArgs {
+    #[command(subcommand)]
+    pub command: Option<ReplayCommand>,
+    /// The projection to rebuild
+    #[arg(value_enum, required = true)]
+    pub projection: Option<ReplayTarget>,
+    /// Apply only events after this log position (COMMIT:POSITION) to a new shadow
+    #[arg(long)]
+    pub from: Option<LogPosition>,
+    /// The shadow generation's name (a-z 0-9 _); by default the one still
+    /// building, else one named after the time
+    #[arg(long)]
+    pub generation: Option<String>,
+    /// Events applied per transaction
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// List a projection's generations
+    List {
+        #[arg(value_enum)]
+        projection: ReplayTarget,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Switch back to the generation that was live before the last switch
+    Rollback {
+        #[arg(value_enum)]
+        projection: ReplayTarget,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Drop a generation that is not live
+    Drop {
+        #[arg(value_enum)]
+        projection: ReplayTarget,
+        generation: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// A command stopped by Ctrl-C or SIGTERM before it finished; the binary
+/// exits 130, as a shell does for a job ended by SIGINT.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -223,6 +282,111 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(cli.config, data_dir)?;
             audit_verify(&config).await
+        }
+        Command::Replay(args) => replay_command(cli.config, args).await,
+    }
+}
+
+async fn replay_context(config: &Config) -> anyhow::Result<ReplayContext> {
+    let foundation = Foundation::open(config).await?;
+    Ok(ReplayContext {
+        database: foundation.database,
+        store: foundation.store,
+        objects: foundation.objects,
+        vector_root: crate::app::vector_dir(config),
+    })
+}
+
+fn generation_name(name: &str) -> anyhow::Result<projections::generations::GenerationName> {
+    Ok(projections::generations::GenerationName::parse(name)?)
+}
+
+async fn replay_command(config_file: Option<PathBuf>, args: ReplayArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(ReplayCommand::List { projection, data_dir }) => {
+            let context = replay_context(&load_config(config_file, data_dir)?).await?;
+            println!("generation\tstate\tcreated_at\tswitched_at\tcheckpoint");
+            for (row, checkpoint) in crate::replay::list(&context, projection).await? {
+                let time = |time: Option<DateTime<Utc>>| {
+                    time.map_or_else(
+                        || "-".to_owned(),
+                        |time| time.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    )
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    row.name,
+                    row.state,
+                    time(Some(row.created_at)),
+                    time(row.switched_at),
+                    checkpoint.map_or_else(|| "-".to_owned(), |checkpoint| checkpoint.to_string())
+                );
+            }
+            Ok(())
+        }
+        Some(ReplayCommand::Rollback { projection, data_dir }) => {
+            let context = replay_context(&load_config(config_file, data_dir)?).await?;
+            let (from, to) = crate::replay::rollback(&context, projection).await?;
+            println!("rolled {} back from generation {from} to {to}", projection.name());
+            Ok(())
+        }
+        Some(ReplayCommand::Drop {
+            projection,
+            generation,
+            data_dir,
+        }) => {
+            let generation = generation_name(&generation)?;
+            let context = replay_context(&load_config(config_file, data_dir)?).await?;
+            crate::replay::drop_generation(&context, projection, &generation).await?;
+            println!("dropped generation {generation} of {}", projection.name());
+            Ok(())
+        }
+        None => {
+            // clap requires the projection when no subcommand is given
+            let Some(target) = args.projection else {
+                anyhow::bail!("name a projection to replay: registry or vector");
+            };
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            // listening before anything else, so that an early Ctrl-C counts
+            let listener = tokio::spawn(async move {
+                shutdown_signal().await;
+                eprintln!("stopping after the current batch");
+                let _ = stop_tx.send(true);
+            });
+            let context = replay_context(&load_config(config_file, args.data_dir)?).await?;
+            let mut request = ReplayRequest::new(target);
+            request.generation = args.generation.as_deref().map(generation_name).transpose()?;
+            request.from = args.from.unwrap_or(LogPosition::START);
+            request.batch_size = args.batch_size.max(1);
+            let started = std::time::Instant::now();
+            let progress = crate::replay::ProgressBar::new();
+            let outcome = crate::replay::replay(&context, &request, &progress, stop_rx).await;
+            listener.abort();
+            match outcome? {
+                ReplayOutcome::Switched {
+                    generation,
+                    from,
+                    started_at,
+                    position,
+                    events,
+                } => {
+                    println!(
+                        "switched {} from generation {from} to {generation} at {position}: {events} events from {started_at} in {:.1} s",
+                        target.name(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(())
+                }
+                ReplayOutcome::Interrupted {
+                    generation, position, ..
+                } => Err(Interrupted(format!(
+                    "replay of {} into generation {generation} stopped at {position}; run `neurostash replay {} \
+                     --generation {generation}` to resume",
+                    target.name(),
+                    target.name()
+                ))
+                .into()),
+            }
         }
     }
 }

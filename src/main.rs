@@ -25,7 +25,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", describe(&error));
-            std::process::ExitCode::FAILURE
+            if error.downcast_ref::<neurostash::cli::Interrupted>().is_some() {
+                std::process::ExitCode::from(130)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

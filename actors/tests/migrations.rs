@@ -14,7 +14,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 12] = [
+const EXPECTED_TABLES: [&str; 13] = [
     "api_keys",
     "audit_log",
     "documents_registry",
@@ -25,6 +25,7 @@ const EXPECTED_TABLES: [&str; 12] = [
     "outbox_relay_lease",
     "projection_applied",
     "projection_checkpoints",
+    "projection_generations",
     "projection_offsets",
     "user_clients",
 ];
@@ -314,6 +315,8 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         index("audit_log", true, &["event_id"]),
         index("audit_log", false, &["tenant_id", "recorded_at"]),
         index("audit_log", false, &["event_type"]),
+        // One live generation per projection (a partial index).
+        index("projection_generations", true, &["projection"]),
     ];
     if backend == Backend::Postgres {
         // The log order readers page by.

@@ -47,6 +47,16 @@ pub enum ProjectionError {
     },
     #[error("projection {projection} i/o failed: {reason}")]
     Io { projection: String, reason: String },
+    /// The generation the projection writes was switched (see
+    /// [`crate::generations`]) after its checkpoint was loaded: the batch
+    /// was not applied, and the caller resumes from the new generation's
+    /// checkpoint.
+    #[error("projection {projection} was switched from generation {from} to {to}")]
+    Retargeted {
+        projection: String,
+        from: String,
+        to: String,
+    },
     #[error("projection {projection} panicked while applying the batch ending at {position}: {reason}")]
     Panicked {
         projection: String,
@@ -70,6 +80,14 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies events in log order, then records the position of the last
     /// one atomically with the effects.
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+
+    /// Whether the projection now writes another generation than the one
+    /// whose checkpoint it last returned (a replay switched it): the runner
+    /// asks before each read and, on true, reloads the checkpoint. A
+    /// projection with a single generation never is.
+    async fn retargeted(&self) -> Result<bool, ProjectionError> {
+        Ok(false)
+    }
 }
 
 /// How a [`ProjectionRunner`] reads and waits.
@@ -323,6 +341,24 @@ async fn run(
             },
         };
 
+        match projection.retargeted().await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(projection = %name, "projection switched generation, reloading its checkpoint");
+                position = None;
+                continue;
+            }
+            Err(error) => {
+                position = None;
+                let delay = backoff.next_delay();
+                tracing::warn!(projection = %name, %error, retry_in = ?delay, "checking the live generation failed");
+                if !pause(delay, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+        }
+
         // Registered before the read, so that an append landing between the
         // read and the wait still wakes this runner.
         let notified = appended.notified();
@@ -350,6 +386,12 @@ async fn run(
                     _ = tokio::time::sleep(options.poll_interval) => {}
                     _ = stop.changed() => {}
                 }
+            }
+            Err(error @ ProjectionError::Retargeted { .. }) => {
+                // not a failure: the next round starts from the new
+                // generation's checkpoint, at once
+                tracing::info!(projection = %name, %error, "reloading the checkpoint");
+                position = None;
             }
             Err(error) => {
                 position = None;
@@ -667,6 +709,84 @@ mod tests {
         store.push(3, true);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(projection.applied(), 0);
+    }
+
+    /// Switches to another in-memory "generation" once, with its own
+    /// checkpoint, the way a replay switches a projection under its runner.
+    #[derive(Default)]
+    struct SwitchingProjection {
+        /// (checkpoint, applied events) per generation; index 0 in use first.
+        generations: Mutex<[(LogPosition, usize); 2]>,
+        current: AtomicUsize,
+        bound: AtomicUsize,
+        switch_now: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Projection for SwitchingProjection {
+        fn name(&self) -> &str {
+            "switching"
+        }
+
+        async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+            let current = self.current.load(Ordering::SeqCst);
+            self.bound.store(current, Ordering::SeqCst);
+            Ok(self.generations.lock().unwrap()[current].0)
+        }
+
+        async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+            let current = self.current.load(Ordering::SeqCst);
+            let mut generations = self.generations.lock().unwrap();
+            let generation = &mut generations[current];
+            assert_eq!(
+                events[0].log_position.position,
+                generation.0.position + 1,
+                "batch does not follow the checkpoint of generation {current}"
+            );
+            generation.0 = events.last().unwrap().log_position;
+            generation.1 += events.len();
+            Ok(())
+        }
+
+        async fn retargeted(&self) -> Result<bool, ProjectionError> {
+            if self.switch_now.swap(false, Ordering::SeqCst) {
+                self.current.store(1, Ordering::SeqCst);
+            }
+            Ok(self.current.load(Ordering::SeqCst) != self.bound.load(Ordering::SeqCst))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retargeted_projection_resumes_from_the_new_checkpoint() {
+        let store = Arc::new(MemoryStore::default());
+        let projection = Arc::new(SwitchingProjection::default());
+        let head = store.push(6, true);
+        // the new generation was built up to 4 of the 6 events elsewhere
+        projection.generations.lock().unwrap()[1] = (LogPosition { commit: 4, position: 4 }, 4);
+        let store_dyn: Arc<dyn EventStore> = store.clone();
+        let projection_dyn: Arc<dyn Projection> = projection.clone();
+        let handle = ProjectionRunner::spawn(store_dyn, projection_dyn, fast_options());
+        assert!(handle.wait_for(head, Duration::from_secs(5)).await);
+
+        projection.switch_now.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while projection.generations.lock().unwrap()[1].0 < head {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new generation was not caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let head = store.push(2, true);
+        assert!(handle.wait_for(head, Duration::from_secs(5)).await);
+        let generations = *projection.generations.lock().unwrap();
+        assert_eq!(generations[0].1, 6, "the old generation was written after the switch");
+        assert_eq!(
+            generations[1],
+            (head, 8),
+            "the new generation missed or repeated events"
+        );
+        handle.shutdown().await;
     }
 
     #[tokio::test]

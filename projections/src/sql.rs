@@ -112,6 +112,27 @@ pub(crate) async fn fetch_optional(db: &Database, sql: &str, params: &[Param]) -
     }
 }
 
+/// Runs a statement on the pool, in a transaction of its own; returns the
+/// number of rows it affected.
+pub(crate) async fn execute(db: &Database, sql: &str, params: &[Param]) -> Result<u64, sqlx::Error> {
+    match db {
+        Database::Sqlite(pool) => {
+            let sql = sqlite_dialect(sql);
+            Ok(sqlite_query(&sql, params).execute(pool).await?.rows_affected())
+        }
+        Database::Postgres(pool) => Ok(pg_query(sql, params).execute(pool).await?.rows_affected()),
+    }
+}
+
+/// Runs statements that take no parameters (DDL), several per string.
+pub(crate) async fn execute_script(db: &Database, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor as _;
+    match db {
+        Database::Sqlite(pool) => pool.execute(sql).await.map(drop),
+        Database::Postgres(pool) => pool.execute(sql).await.map(drop),
+    }
+}
+
 /// One write transaction of a projection on either backend. Beginning it
 /// excludes every other writer of the same projection until it ends, so that
 /// two appliers (two processes, or a reset beside a runner) cannot interleave
@@ -138,6 +159,18 @@ impl Transaction {
                 Ok(Transaction::Postgres(transaction))
             }
         }
+    }
+
+    /// Also takes the lock of `projection` (held until the transaction
+    /// ends). SQLite's write lock already excludes every other writer.
+    pub(crate) async fn lock(&mut self, projection: &str) -> Result<(), sqlx::Error> {
+        if let Transaction::Postgres(transaction) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("projection:{projection}"))
+                .execute(&mut **transaction)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Runs a statement; returns the number of rows it affected.

@@ -17,8 +17,10 @@ use domain::tenant::TenantEvent;
 use domain::{AnyEvent, DocumentId, KnowledgeBaseId, TenantId};
 use uuid::Uuid;
 
+use super::generation::{Tables, Writer};
 use super::{database_error, REGISTRY_PROJECTION};
 use crate::consumed::PartitionOffset;
+use crate::generations::{GenerationName, GenerationState};
 use crate::runtime::ProjectionError;
 use crate::sql::{store_checkpoint, store_offsets, Param, Transaction};
 
@@ -32,7 +34,84 @@ pub(super) enum Delivery<'a> {
     Consumed(&'a [PartitionOffset]),
 }
 
+/// Which generation a batch is written to.
+pub(super) enum Target<'a> {
+    /// The live one, resolved inside the transaction. `bound` is the
+    /// generation whose checkpoint the caller resumed from: when another is
+    /// live now, the batch is refused with [`ProjectionError::Retargeted`]
+    /// so that the caller reloads the checkpoint of the new one. `None`
+    /// (Kafka deliveries) writes whatever is live: the per-stream versions
+    /// keep that exact.
+    Live { bound: Option<&'a GenerationName> },
+    /// One generation by name (a shadow being built, a retired one caught
+    /// up for a rollback), refused once it is live, when the live runner
+    /// writes it.
+    Pinned(&'a GenerationName),
+}
+
 pub(super) async fn apply_batch(
+    db: &Database,
+    target: Target<'_>,
+    events: &[RecordedEvent],
+    delivery: Delivery<'_>,
+) -> Result<(), ProjectionError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut writer = begin(db, &target).await?;
+    apply_in(&mut writer, db, events, delivery).await?;
+    writer.transaction.commit().await.map_err(database_error)
+}
+
+/// Begins the transaction a batch for `target` is written in, holding the
+/// lock its writers share.
+pub(super) async fn begin(db: &Database, target: &Target<'_>) -> Result<Writer, ProjectionError> {
+    match target {
+        Target::Live { bound } => {
+            let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION)
+                .await
+                .map_err(database_error)?;
+            let live = crate::generations::live_in(&mut transaction, REGISTRY_PROJECTION)
+                .await
+                .map_err(database_error)?;
+            if let Some(bound) = bound {
+                if *bound != &live {
+                    return Err(ProjectionError::Retargeted {
+                        projection: REGISTRY_PROJECTION.to_owned(),
+                        from: bound.to_string(),
+                        to: live.to_string(),
+                    });
+                }
+            }
+            Ok(Writer {
+                transaction,
+                tables: Tables::new(db, &live),
+            })
+        }
+        Target::Pinned(generation) => {
+            let tables = Tables::new(db, generation);
+            let mut transaction = Transaction::begin(db, &tables.projection_key())
+                .await
+                .map_err(database_error)?;
+            let state = crate::generations::state_in(&mut transaction, REGISTRY_PROJECTION, generation)
+                .await
+                .map_err(database_error)?;
+            if state == Some(GenerationState::Live) {
+                return Err(ProjectionError::Retargeted {
+                    projection: tables.projection_key(),
+                    from: generation.to_string(),
+                    to: format!("{generation} as the live generation, which the live runner writes"),
+                });
+            }
+            Ok(Writer { transaction, tables })
+        }
+    }
+}
+
+/// Applies `events` in `writer`'s transaction, with the applied versions
+/// and the checkpoint (or offsets) of its generation; does not commit.
+pub(super) async fn apply_in(
+    writer: &mut Writer,
     db: &Database,
     events: &[RecordedEvent],
     delivery: Delivery<'_>,
@@ -40,14 +119,12 @@ pub(super) async fn apply_batch(
     let Some(last) = events.last() else {
         return Ok(());
     };
-    let mut transaction = Transaction::begin(db, REGISTRY_PROJECTION)
-        .await
-        .map_err(database_error)?;
-    let mut applied = AppliedVersions::default();
+    let key = writer.tables.projection_key();
+    let mut applied = AppliedVersions::new(key.clone());
     let mut skipped = 0usize;
     let mut filled = 0usize;
     for event in events {
-        let applied_version = applied.get(&mut transaction, event).await.map_err(database_error)?;
+        let applied_version = applied.get(writer, event).await.map_err(database_error)?;
         if event.stream_version <= applied_version {
             skipped += 1;
             continue;
@@ -58,31 +135,25 @@ pub(super) async fn apply_batch(
             let missing = missing_versions(db, event, applied_version).await?;
             filled += missing.len();
             for earlier in &missing {
-                apply_one(&mut transaction, earlier).await?;
+                apply_one(writer, earlier).await?;
                 applied.advance(earlier);
             }
         }
-        apply_one(&mut transaction, event).await?;
+        apply_one(writer, event).await?;
         applied.advance(event);
     }
-    applied.store(&mut transaction).await.map_err(database_error)?;
+    applied.store(writer).await.map_err(database_error)?;
     match delivery {
-        Delivery::Log => store_checkpoint(
-            &mut transaction,
-            REGISTRY_PROJECTION,
-            last.log_position,
-            last.recorded_at,
-        )
-        .await
-        .map_err(database_error)?,
-        Delivery::Consumed(offsets) => store_offsets(&mut transaction, REGISTRY_PROJECTION, offsets)
+        Delivery::Log => store_checkpoint(&mut writer.transaction, &key, last.log_position, last.recorded_at)
+            .await
+            .map_err(database_error)?,
+        Delivery::Consumed(offsets) => store_offsets(&mut writer.transaction, &key, offsets)
             .await
             .map_err(database_error)?,
     }
-    transaction.commit().await.map_err(database_error)?;
     if skipped > 0 || filled > 0 {
         tracing::debug!(
-            projection = REGISTRY_PROJECTION,
+            projection = %key,
             skipped,
             filled,
             until = %last.log_position,
@@ -92,7 +163,7 @@ pub(super) async fn apply_batch(
     Ok(())
 }
 
-async fn apply_one(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ProjectionError> {
+async fn apply_one(transaction: &mut Writer, event: &RecordedEvent) -> Result<(), ProjectionError> {
     apply_event(transaction, event).await.map_err(|error| match error {
         ApplyError::Database(source) => database_error(source),
         ApplyError::Event(reason) => ProjectionError::Event {
@@ -155,14 +226,23 @@ impl From<sqlx::Error> for ApplyError {
 
 /// The highest version applied per stream, as loaded in this transaction
 /// plus what it has applied since.
-#[derive(Default)]
 struct AppliedVersions {
+    /// The generation's key in `projection_applied`.
+    projection: String,
     versions: HashMap<String, i64>,
     changed: Vec<String>,
 }
 
 impl AppliedVersions {
-    async fn get(&mut self, transaction: &mut Transaction, event: &RecordedEvent) -> Result<i64, sqlx::Error> {
+    fn new(projection: String) -> AppliedVersions {
+        AppliedVersions {
+            projection,
+            versions: HashMap::new(),
+            changed: Vec::new(),
+        }
+    }
+
+    async fn get(&mut self, transaction: &mut Writer, event: &RecordedEvent) -> Result<i64, sqlx::Error> {
         let stream = event.stream_id.as_str();
         if let Some(version) = self.versions.get(stream) {
             return Ok(*version);
@@ -170,7 +250,7 @@ impl AppliedVersions {
         let row = transaction
             .fetch_optional(
                 "SELECT version FROM projection_applied WHERE projection = $1 AND stream_id = $2",
-                &[Param::text(REGISTRY_PROJECTION), Param::text(stream)],
+                &[Param::text(&self.projection), Param::text(stream)],
             )
             .await?;
         let version = match row {
@@ -190,7 +270,7 @@ impl AppliedVersions {
         }
     }
 
-    async fn store(&self, transaction: &mut Transaction) -> Result<(), sqlx::Error> {
+    async fn store(&self, transaction: &mut Writer) -> Result<(), sqlx::Error> {
         for stream in &self.changed {
             let version = self.versions.get(stream).copied().unwrap_or_default();
             transaction
@@ -198,11 +278,7 @@ impl AppliedVersions {
                     "INSERT INTO projection_applied (projection, stream_id, version) VALUES ($1, $2, $3) \
                      ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version \
                      WHERE projection_applied.version < excluded.version",
-                    &[
-                        Param::text(REGISTRY_PROJECTION),
-                        Param::text(stream),
-                        Param::Int(version),
-                    ],
+                    &[Param::text(&self.projection), Param::text(stream), Param::Int(version)],
                 )
                 .await?;
         }
@@ -210,7 +286,7 @@ impl AppliedVersions {
     }
 }
 
-async fn apply_event(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ApplyError> {
+async fn apply_event(transaction: &mut Writer, event: &RecordedEvent) -> Result<(), ApplyError> {
     let decoded = AnyEvent::decode(
         event.stream_id.category(),
         &event.event_type,
@@ -256,7 +332,7 @@ fn to_i64(value: u64, what: &str) -> Result<i64, ApplyError> {
 }
 
 async fn apply_tenant(
-    transaction: &mut Transaction,
+    transaction: &mut Writer,
     tenant: TenantId,
     event: TenantEvent,
     at: DateTime<Utc>,
@@ -313,7 +389,7 @@ async fn apply_tenant(
 }
 
 async fn apply_document(
-    transaction: &mut Transaction,
+    transaction: &mut Writer,
     document: DocumentId,
     event: DocumentEvent,
     at: DateTime<Utc>,
@@ -404,7 +480,7 @@ async fn apply_document(
 
 /// Copies a document's new status onto every knowledge base link to it.
 async fn mirror_status(
-    transaction: &mut Transaction,
+    transaction: &mut Writer,
     document: DocumentId,
     status: &str,
     at: DateTime<Utc>,
@@ -423,7 +499,7 @@ async fn mirror_status(
 }
 
 async fn apply_knowledge_base(
-    transaction: &mut Transaction,
+    transaction: &mut Writer,
     knowledge_base: KnowledgeBaseId,
     event: KnowledgeBaseEvent,
     at: DateTime<Utc>,
@@ -493,7 +569,7 @@ async fn apply_knowledge_base(
     Ok(())
 }
 
-async fn touch_knowledge_base(transaction: &mut Transaction, id: Param, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+async fn touch_knowledge_base(transaction: &mut Writer, id: Param, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
     transaction
         .execute(
             "UPDATE knowledge_bases SET updated_at = $2 WHERE id = $1",

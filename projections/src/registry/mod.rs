@@ -11,7 +11,9 @@
 //! them).
 
 mod apply;
+mod generation;
 mod read;
+mod replay;
 
 use actors::db::Database;
 use actors::store::RecordedEvent;
@@ -23,8 +25,11 @@ use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
 use uuid::Uuid;
 
 use crate::consumed::{ConsumedProjection, PartitionOffset};
+use crate::generations::GenerationName;
 use crate::runtime::{Projection, ProjectionError};
 use crate::sql::Row;
+use generation::Tables;
+pub use replay::{drop_generation, switch_generation, Switched};
 
 /// The projection's name: keys its checkpoint and its applied versions.
 pub const REGISTRY_PROJECTION: &str = "registry";
@@ -38,6 +43,8 @@ pub enum RegistryError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("registry {action} refused: {reason}")]
+    Busy { action: String, reason: String },
     #[error("registry row {key} of {table} is corrupt: {reason}")]
     Corrupt {
         table: &'static str,
@@ -149,13 +156,76 @@ pub enum DumpValue {
 }
 
 /// Writes the registry tables from the log; see the module documentation.
+///
+/// [`RegistryProjection::new`] writes the live generation (what `serve`
+/// runs): it resolves the live generation inside each batch's transaction
+/// and, once a replay has switched it, refuses the batch with
+/// [`ProjectionError::Retargeted`] so that its runner resumes from the new
+/// generation's checkpoint. [`RegistryProjection::for_generation`] writes
+/// one generation by name (a shadow being rebuilt).
 pub struct RegistryProjection {
     db: Database,
+    target: WriteTarget,
+}
+
+enum WriteTarget {
+    /// The generation the last loaded checkpoint belongs to.
+    Live {
+        bound: std::sync::Mutex<Option<GenerationName>>,
+    },
+    Pinned(GenerationName),
 }
 
 impl RegistryProjection {
     pub fn new(db: Database) -> Self {
-        RegistryProjection { db }
+        RegistryProjection {
+            db,
+            target: WriteTarget::Live {
+                bound: std::sync::Mutex::new(None),
+            },
+        }
+    }
+
+    /// Writes generation `generation` alone, whether live or not; its
+    /// tables must exist ([`Registry::create_generation`]).
+    pub fn for_generation(db: Database, generation: GenerationName) -> Self {
+        RegistryProjection {
+            db,
+            target: WriteTarget::Pinned(generation),
+        }
+    }
+
+    fn bound(&self) -> Option<GenerationName> {
+        match &self.target {
+            WriteTarget::Live { bound } => bound.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            WriteTarget::Pinned(generation) => Some(generation.clone()),
+        }
+    }
+
+    async fn apply(&self, events: &[RecordedEvent], delivery: apply::Delivery<'_>) -> Result<(), ProjectionError> {
+        let consumed = matches!(delivery, apply::Delivery::Consumed(_));
+        match &self.target {
+            WriteTarget::Live { .. } => {
+                // a partitioned feed has no checkpoint to be bound to; its
+                // per-stream versions keep any generation it lands in exact
+                let bound = if consumed { None } else { self.bound() };
+                let target = apply::Target::Live { bound: bound.as_ref() };
+                apply::apply_batch(&self.db, target, events, delivery).await
+            }
+            WriteTarget::Pinned(generation) => {
+                apply::apply_batch(&self.db, apply::Target::Pinned(generation), events, delivery).await
+            }
+        }
+    }
+
+    async fn tables(&self) -> Result<Tables, ProjectionError> {
+        let generation = match &self.target {
+            WriteTarget::Live { .. } => crate::generations::live_on(&self.db, REGISTRY_PROJECTION)
+                .await
+                .map_err(database_error)?,
+            WriteTarget::Pinned(generation) => generation.clone(),
+        };
+        Ok(Tables::new(&self.db, &generation))
     }
 }
 
@@ -166,13 +236,32 @@ impl Projection for RegistryProjection {
     }
 
     async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
-        crate::sql::load_checkpoint(&self.db, REGISTRY_PROJECTION)
+        let tables = self.tables().await?;
+        if let WriteTarget::Live { bound } = &self.target {
+            *bound.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tables.generation().clone());
+        }
+        crate::sql::load_checkpoint(&self.db, &tables.projection_key())
             .await
             .map_err(database_error)
     }
 
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        apply::apply_batch(&self.db, events, apply::Delivery::Log).await
+        self.apply(events, apply::Delivery::Log).await
+    }
+
+    /// One primary-key read per round of the runner: cheap next to the
+    /// read of the log it precedes.
+    async fn retargeted(&self) -> Result<bool, ProjectionError> {
+        let WriteTarget::Live { .. } = &self.target else {
+            return Ok(false);
+        };
+        let Some(bound) = self.bound() else {
+            return Ok(false);
+        };
+        let live = crate::generations::live_on(&self.db, REGISTRY_PROJECTION)
+            .await
+            .map_err(database_error)?;
+        Ok(live != bound)
     }
 }
 
@@ -183,7 +272,8 @@ impl ConsumedProjection for RegistryProjection {
     }
 
     async fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<PartitionOffset>, ProjectionError> {
-        crate::sql::load_offsets(&self.db, REGISTRY_PROJECTION, partitions)
+        let tables = self.tables().await?;
+        crate::sql::load_offsets(&self.db, &tables.projection_key(), partitions)
             .await
             .map_err(database_error)
     }
@@ -193,19 +283,86 @@ impl ConsumedProjection for RegistryProjection {
         events: &[RecordedEvent],
         offsets: &[PartitionOffset],
     ) -> Result<(), ProjectionError> {
-        apply::apply_batch(&self.db, events, apply::Delivery::Consumed(offsets)).await
+        self.apply(events, apply::Delivery::Consumed(offsets)).await
     }
 }
 
 /// Reads the registry tables. Cheap to clone: it shares the pool.
+///
+/// [`Registry::new`] reads the live generation and resolves it again on
+/// every read (one primary-key lookup), so a running server follows a
+/// switch or a rollback with its very next read; a cached pointer would
+/// still need a round trip to learn it is stale, or serve a rolled-back
+/// generation for as long as it is cached.
 #[derive(Debug, Clone)]
 pub struct Registry {
     db: Database,
+    /// Reads this generation instead of the live one.
+    pinned: Option<GenerationName>,
 }
 
 impl Registry {
     pub fn new(db: Database) -> Self {
-        Registry { db }
+        Registry { db, pinned: None }
+    }
+
+    /// Reads generation `generation` whether it is live or not.
+    pub fn at_generation(db: Database, generation: GenerationName) -> Self {
+        Registry {
+            db,
+            pinned: Some(generation),
+        }
+    }
+
+    /// Creates the tables of generation `generation` (idempotent): the
+    /// shadow a replay rebuilds.
+    pub async fn create_generation(&self, generation: &GenerationName) -> Result<(), RegistryError> {
+        Tables::new(&self.db, generation)
+            .create(&self.db)
+            .await
+            .map_err(|source| RegistryError::Database {
+                action: format!("creating the tables of generation {generation}"),
+                source,
+            })
+    }
+
+    /// The checkpoint of generation `generation`.
+    pub async fn generation_checkpoint(&self, generation: &GenerationName) -> Result<LogPosition, RegistryError> {
+        let key = Tables::new(&self.db, generation).projection_key();
+        crate::sql::load_checkpoint(&self.db, &key)
+            .await
+            .map_err(|source| RegistryError::Database {
+                action: format!("read of the checkpoint of generation {generation}"),
+                source,
+            })
+    }
+
+    async fn tables(&self) -> Result<Tables, sqlx::Error> {
+        let generation = match &self.pinned {
+            Some(generation) => generation.clone(),
+            None => crate::generations::live_on(&self.db, REGISTRY_PROJECTION).await?,
+        };
+        Ok(Tables::new(&self.db, &generation))
+    }
+
+    async fn fetch_all(&self, sql: &str, params: &[crate::sql::Param]) -> Result<Vec<Row>, sqlx::Error> {
+        let tables = self.tables().await?;
+        crate::sql::fetch_all(&self.db, &tables.qualify(sql), params).await
+    }
+
+    async fn fetch_optional(&self, sql: &str, params: &[crate::sql::Param]) -> Result<Option<Row>, sqlx::Error> {
+        let tables = self.tables().await?;
+        crate::sql::fetch_optional(&self.db, &tables.qualify(sql), params).await
+    }
+
+    /// A write transaction on the tables this registry reads, under the
+    /// lock their writers take.
+    async fn writer(&self) -> Result<generation::Writer, ProjectionError> {
+        let target = match &self.pinned {
+            Some(generation) => apply::Target::Pinned(generation),
+            None => apply::Target::Live { bound: None },
+        };
+        apply::begin(&self.db, &target).await
     }
 }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, StreamId, TenantId};
 
+use super::generation::Writer;
 use super::{
     ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry, RegistryDump,
-    RegistryError, RowReader, UserRow, REGISTRY_PROJECTION,
+    RegistryError, RowReader, UserRow,
 };
-use crate::sql::{fetch_all, fetch_optional, Param, Row, Transaction};
+use crate::sql::{Param, Row};
 
 const USER_COLUMNS: &str = "SELECT id, email, role::text AS role, created_at FROM user_clients";
 
@@ -34,18 +35,18 @@ impl Registry {
     /// The highest version of `stream_id` the registry has applied (0 for a
     /// stream it has not seen).
     pub async fn applied_version(&self, stream_id: &StreamId) -> Result<i64, RegistryError> {
-        let row = fetch_optional(
+        let action = || format!("read of the applied version of {stream_id}");
+        let key = self.tables().await.map_err(failed(action))?.projection_key();
+        let row = crate::sql::fetch_optional(
             &self.db,
             "SELECT version FROM projection_applied WHERE projection = $1 AND stream_id = $2",
-            &[Param::text(REGISTRY_PROJECTION), Param::text(stream_id.as_str())],
+            &[Param::text(key), Param::text(stream_id.as_str())],
         )
         .await
-        .map_err(failed(|| format!("read of the applied version of {stream_id}")))?;
+        .map_err(failed(action))?;
         match row {
             None => Ok(0),
-            Some(row) => row
-                .bookkeeping_int("version")
-                .map_err(failed(|| format!("read of the applied version of {stream_id}"))),
+            Some(row) => row.bookkeeping_int("version").map_err(failed(action)),
         }
     }
 
@@ -71,7 +72,7 @@ impl Registry {
 
     pub async fn api_key(&self, key_id: &ApiKeyId) -> Result<Option<ApiKeyRow>, RegistryError> {
         let sql = format!("{API_KEY_COLUMNS} WHERE key_id = $1");
-        fetch_optional(&self.db, &sql, &[Param::text(key_id.0.as_str())])
+        self.fetch_optional(&sql, &[Param::text(key_id.0.as_str())])
             .await
             .map_err(failed(|| format!("read of api key {key_id}")))?
             .map(|row| api_key_row(&row))
@@ -81,7 +82,7 @@ impl Registry {
     /// The tenant's keys, revoked and expired ones included, oldest first.
     pub async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRow>, RegistryError> {
         let sql = format!("{API_KEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at, key_id");
-        fetch_all(&self.db, &sql, &[Param::Uuid(tenant.0)])
+        self.fetch_all(&sql, &[Param::Uuid(tenant.0)])
             .await
             .map_err(failed(|| format!("list of api keys of tenant {tenant}")))?
             .iter()
@@ -91,7 +92,7 @@ impl Registry {
 
     pub async fn user(&self, tenant: TenantId) -> Result<Option<UserRow>, RegistryError> {
         let sql = format!("{USER_COLUMNS} WHERE id = $1");
-        fetch_optional(&self.db, &sql, &[Param::Uuid(tenant.0)])
+        self.fetch_optional(&sql, &[Param::Uuid(tenant.0)])
             .await
             .map_err(failed(|| format!("read of tenant {tenant}")))?
             .map(|row| user_row(&row))
@@ -101,7 +102,7 @@ impl Registry {
     /// The tenant's knowledge bases, oldest first.
     pub async fn list_knowledge_bases(&self, tenant: TenantId) -> Result<Vec<KnowledgeBaseRow>, RegistryError> {
         let sql = format!("{KNOWLEDGE_BASE_COLUMNS} WHERE kb.user_id = $1 ORDER BY kb.created_at, kb.id");
-        fetch_all(&self.db, &sql, &[Param::Uuid(tenant.0)])
+        self.fetch_all(&sql, &[Param::Uuid(tenant.0)])
             .await
             .map_err(failed(|| format!("list of knowledge bases of tenant {tenant}")))?
             .iter()
@@ -116,7 +117,7 @@ impl Registry {
         kb: KnowledgeBaseId,
     ) -> Result<Option<KnowledgeBaseRow>, RegistryError> {
         let sql = format!("{KNOWLEDGE_BASE_COLUMNS} WHERE kb.id = $1 AND kb.user_id = $2");
-        fetch_optional(&self.db, &sql, &[Param::Uuid(kb.0), Param::Uuid(tenant.0)])
+        self.fetch_optional(&sql, &[Param::Uuid(kb.0), Param::Uuid(tenant.0)])
             .await
             .map_err(failed(|| format!("read of knowledge base {kb} of tenant {tenant}")))?
             .map(|row| knowledge_base_row(&row))
@@ -133,35 +134,35 @@ impl Registry {
     ) -> Result<(Vec<DocumentRow>, i64), RegistryError> {
         let sql = format!("{DOCUMENT_COLUMNS} WHERE user_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3");
         let action = || format!("list of documents of tenant {tenant}");
-        let rows = fetch_all(
-            &self.db,
-            &sql,
-            &[
-                Param::Uuid(tenant.0),
-                Param::Int(limit.max(0)),
-                Param::Int(offset.max(0)),
-            ],
-        )
-        .await
-        .map_err(failed(action))?;
+        let rows = self
+            .fetch_all(
+                &sql,
+                &[
+                    Param::Uuid(tenant.0),
+                    Param::Int(limit.max(0)),
+                    Param::Int(offset.max(0)),
+                ],
+            )
+            .await
+            .map_err(failed(action))?;
         let documents = rows.iter().map(document_row).collect::<Result<Vec<_>, _>>()?;
-        let total = fetch_optional(
-            &self.db,
-            "SELECT COUNT(*) AS total FROM documents_registry WHERE user_id = $1",
-            &[Param::Uuid(tenant.0)],
-        )
-        .await
-        .map_err(failed(action))?
-        .map(|row| RowReader::new(&row, "documents_registry").keyed("count").int("total"))
-        .transpose()?
-        .unwrap_or(0);
+        let total = self
+            .fetch_optional(
+                "SELECT COUNT(*) AS total FROM documents_registry WHERE user_id = $1",
+                &[Param::Uuid(tenant.0)],
+            )
+            .await
+            .map_err(failed(action))?
+            .map(|row| RowReader::new(&row, "documents_registry").keyed("count").int("total"))
+            .transpose()?
+            .unwrap_or(0);
         Ok((documents, total))
     }
 
     /// `None` when the document does not exist or is another tenant's.
     pub async fn document(&self, tenant: TenantId, id: DocumentId) -> Result<Option<DocumentRow>, RegistryError> {
         let sql = format!("{DOCUMENT_COLUMNS} WHERE id = $1 AND user_id = $2");
-        fetch_optional(&self.db, &sql, &[Param::Uuid(id.0), Param::Uuid(tenant.0)])
+        self.fetch_optional(&sql, &[Param::Uuid(id.0), Param::Uuid(tenant.0)])
             .await
             .map_err(failed(|| format!("read of document {id} of tenant {tenant}")))?
             .map(|row| document_row(&row))
@@ -181,7 +182,7 @@ impl Registry {
              JOIN documents_registry doc ON doc.id = link.document_id \
              WHERE link.knowledge_base_id = $1 AND kb.user_id = $2 AND doc.user_id = $2 \
              ORDER BY link.added_at, link.document_id";
-        fetch_all(&self.db, sql, &[Param::Uuid(kb.0), Param::Uuid(tenant.0)])
+        self.fetch_all(sql, &[Param::Uuid(kb.0), Param::Uuid(tenant.0)])
             .await
             .map_err(failed(|| {
                 format!("list of documents of knowledge base {kb} of tenant {tenant}")
@@ -218,7 +219,7 @@ impl Registry {
             let params: Vec<Param> = std::iter::once(Param::Uuid(tenant.0))
                 .chain(chunk.iter().map(|id| Param::Uuid(id.0)))
                 .collect();
-            let rows = fetch_all(&self.db, &sql, &params).await.map_err(failed(|| {
+            let rows = self.fetch_all(&sql, &params).await.map_err(failed(|| {
                 format!("read of {} document names of tenant {tenant}", chunk.len())
             }))?;
             for row in &rows {
@@ -236,7 +237,7 @@ impl Registry {
     pub async fn unfinished_documents(&self, limit: i64) -> Result<Vec<DocumentId>, RegistryError> {
         let sql = "SELECT id FROM documents_registry WHERE op_status IN ('PENDING', 'PROCESSING') \
              ORDER BY created_at, id LIMIT $1";
-        fetch_all(&self.db, sql, &[Param::Int(limit.max(0))])
+        self.fetch_all(sql, &[Param::Int(limit.max(0))])
             .await
             .map_err(failed(|| "list of unfinished documents".to_owned()))?
             .iter()
@@ -250,9 +251,8 @@ impl Registry {
     /// position in memory: stop it first and start a new one after.
     pub async fn reset(&self) -> Result<(), RegistryError> {
         let action = || "reset".to_owned();
-        let mut transaction = Transaction::begin(&self.db, REGISTRY_PROJECTION)
-            .await
-            .map_err(failed(action))?;
+        let mut writer = self.writer().await.map_err(projection_failed("reset"))?;
+        let key = writer.tables.projection_key();
         // keys before tenants: api_keys references user_clients
         for table in [
             "knowledge_base_documents",
@@ -261,39 +261,51 @@ impl Registry {
             "api_keys",
             "user_clients",
         ] {
-            transaction
+            writer
                 .execute(&format!("DELETE FROM {table}"), &[])
                 .await
                 .map_err(failed(|| format!("reset of {table}")))?;
         }
-        crate::sql::delete_checkpoint(&mut transaction, REGISTRY_PROJECTION)
+        crate::sql::delete_checkpoint(&mut writer.transaction, &key)
             .await
             .map_err(failed(action))?;
         for bookkeeping in ["projection_applied", "projection_offsets"] {
-            transaction
+            writer
                 .execute(
                     &format!("DELETE FROM {bookkeeping} WHERE projection = $1"),
-                    &[Param::text(REGISTRY_PROJECTION)],
+                    &[Param::text(&key)],
                 )
                 .await
                 .map_err(failed(action))?;
         }
-        transaction.commit().await.map_err(failed(action))
+        writer.transaction.commit().await.map_err(failed(action))
     }
 
     /// Every row of every registry table; see [`RegistryDump`]. Read in one
     /// transaction that excludes the projection's writes, so the tables
     /// agree with each other and with the checkpoint.
     pub async fn dump(&self) -> Result<RegistryDump, RegistryError> {
-        let mut transaction = Transaction::begin(&self.db, REGISTRY_PROJECTION)
-            .await
-            .map_err(failed(|| "dump".to_owned()))?;
+        let mut writer = self.writer().await.map_err(projection_failed("dump"))?;
         let mut tables = Vec::with_capacity(DUMPED_TABLES.len());
         for spec in DUMPED_TABLES {
-            tables.push(dump_table(&mut transaction, spec).await?);
+            tables.push(dump_table(&mut writer, spec).await?);
         }
         // read only: dropping the transaction rolls it back
         Ok(RegistryDump { tables })
+    }
+}
+
+/// The lock or the live generation could not be had.
+fn projection_failed(action: &'static str) -> impl FnOnce(crate::runtime::ProjectionError) -> RegistryError {
+    move |error| match error {
+        crate::runtime::ProjectionError::Database { source, .. } => RegistryError::Database {
+            action: action.to_owned(),
+            source,
+        },
+        other => RegistryError::Busy {
+            action: action.to_owned(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -485,7 +497,7 @@ const DUMPED_TABLES: &[DumpSpec] = &[
     },
 ];
 
-async fn dump_table(transaction: &mut Transaction, spec: &DumpSpec) -> Result<DumpTable, RegistryError> {
+async fn dump_table(transaction: &mut Writer, spec: &DumpSpec) -> Result<DumpTable, RegistryError> {
     let select = spec
         .columns
         .iter()
@@ -496,7 +508,10 @@ async fn dump_table(transaction: &mut Transaction, spec: &DumpSpec) -> Result<Du
         .collect::<Vec<_>>()
         .join(", ");
     let (filter, params) = match spec.filter {
-        Some(column) => (format!(" WHERE {column} = $1"), vec![Param::text(REGISTRY_PROJECTION)]),
+        Some(column) => (
+            format!(" WHERE {column} = $1"),
+            vec![Param::text(transaction.tables.projection_key())],
+        ),
         None => (String::new(), Vec::new()),
     };
     let sql = format!("SELECT {select} FROM {}{filter} ORDER BY {}", spec.table, spec.order_by);

@@ -33,6 +33,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use actors::artifact::ChunkArtifact;
+use actors::db::Database;
 use actors::objects::{ObjectStore, ObjectStoreError};
 use actors::store::RecordedEvent;
 use async_trait::async_trait;
@@ -41,17 +42,46 @@ use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseEvent};
 use domain::{Aggregate, AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, StreamId};
 use tokio::sync::Mutex;
 
+use crate::generations::GenerationName;
 use crate::runtime::{Projection, ProjectionError};
 use index::{normalised, DocumentChunks, KbGraph, KbIndex, StoredChunk};
 use persist::{restore, write_snapshot};
 use snapshot::ArtifactPointer;
 
-const PROJECTION_NAME: &str = "vector";
+/// The projection's name: keys its generations.
+pub const VECTOR_PROJECTION: &str = "vector";
+const PROJECTION_NAME: &str = VECTOR_PROJECTION;
 /// A snapshot rewrites every changed graph, so it is taken when enough has
 /// changed to be worth it rather than on every batch; what a crash loses is
 /// simply redelivered.
 const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
+
+/// Where generation `generation` of the index under `root` lives: `root`
+/// itself for `default` (the layout before generations), `root/<name>`
+/// otherwise. Names cannot clash with a snapshot's own entries (`gen-…`,
+/// `CURRENT`), which have a hyphen or capitals.
+pub fn generation_dir(root: &std::path::Path, generation: &GenerationName) -> PathBuf {
+    if generation.is_default() {
+        root.to_path_buf()
+    } else {
+        root.join(generation.as_str())
+    }
+}
+
+/// Removes the snapshots of a generation's directory; for `default` only
+/// its own snapshot entries, since the other generations live inside it.
+pub fn remove_generation_dir(root: &std::path::Path, generation: &GenerationName) -> Result<(), VectorError> {
+    let dir = generation_dir(root, generation);
+    if generation.is_default() {
+        return snapshot::remove_all(&dir);
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(VectorError::Io { path: dir, source }),
+    }
+}
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,13 +118,21 @@ pub enum VectorError {
         knowledge_base_id: KnowledgeBaseId,
         reason: String,
     },
+    #[error("vector index generation could not be resolved: {reason}")]
+    Generation { reason: String },
     #[error("vector index task failed: {reason}")]
     Task { reason: String },
 }
 
 /// See the module documentation.
 pub struct VectorProjection {
-    dir: PathBuf,
+    /// The directory of the generation in use; changes only while `state`
+    /// is held.
+    dir: std::sync::RwLock<PathBuf>,
+    generation: std::sync::RwLock<GenerationName>,
+    /// Set by [`VectorProjection::open_live`]: where to look up the live
+    /// generation and find its directory.
+    follow: Option<Follow>,
     objects: Arc<dyn ObjectStore>,
     /// Everything the log decides; held for a whole batch, a snapshot or a
     /// reset, which serialises them.
@@ -102,6 +140,11 @@ pub struct VectorProjection {
     /// The graphs searches read, published apart from `state` so that a
     /// search waits for at most one graph change, never for a whole batch.
     indexes: RwLock<HashMap<KnowledgeBaseId, Arc<KbIndex>>>,
+}
+
+struct Follow {
+    db: Database,
+    root: PathBuf,
 }
 
 struct State {
@@ -210,11 +253,67 @@ impl VectorProjection {
                 reason: error.to_string(),
             })??;
         Ok(VectorProjection {
-            dir,
+            dir: std::sync::RwLock::new(dir),
+            generation: std::sync::RwLock::new(GenerationName::default_generation()),
+            follow: None,
             objects,
             state: Mutex::new(state),
             indexes: RwLock::new(indexes),
         })
+    }
+
+    /// Opens the live generation of the index under `root` (see
+    /// [`generation_dir`]) and follows the pointer: when a replay switches
+    /// it, [`Projection::retargeted`] persists the generation in use, loads
+    /// the new one's snapshot in its place and tells the runner to resume
+    /// from that snapshot's checkpoint. Searches read the generation in use
+    /// meanwhile, so they never see a half-loaded one.
+    pub async fn open_live(
+        root: PathBuf,
+        db: Database,
+        objects: Arc<dyn ObjectStore>,
+    ) -> Result<VectorProjection, VectorError> {
+        let live = crate::generations::live_on(&db, VECTOR_PROJECTION)
+            .await
+            .map_err(|error| VectorError::Generation {
+                reason: error.to_string(),
+            })?;
+        let mut projection = VectorProjection::open(generation_dir(&root, &live), objects).await?;
+        projection.generation = std::sync::RwLock::new(live);
+        projection.follow = Some(Follow { db, root });
+        Ok(projection)
+    }
+
+    /// The generation in use.
+    pub fn generation(&self) -> GenerationName {
+        self.generation.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.dir.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Loads generation `live` in place of the one in use, persisting that
+    /// one first so that a rollback finds it where it stopped.
+    async fn load_generation(&self, root: &std::path::Path, live: GenerationName) -> Result<(), VectorError> {
+        let mut state = self.state.lock().await;
+        let old_dir = self.dir();
+        if let Err(error) = run_blocking(|| write_snapshot(&old_dir, &mut state)) {
+            tracing::warn!(projection = PROJECTION_NAME, %error, "persisting the generation switched from failed");
+        }
+        let dir = generation_dir(root, &live);
+        let load_from = dir.clone();
+        let (restored, indexes) = tokio::task::spawn_blocking(move || restore(&load_from))
+            .await
+            .map_err(|error| VectorError::Task {
+                reason: error.to_string(),
+            })??;
+        *state = restored;
+        *self.indexes.write().unwrap_or_else(PoisonError::into_inner) = indexes;
+        *self.dir.write().unwrap_or_else(PoisonError::into_inner) = dir;
+        tracing::info!(projection = PROJECTION_NAME, generation = %live, checkpoint = %state.checkpoint, "switched generation");
+        *self.generation.write().unwrap_or_else(PoisonError::into_inner) = live;
+        Ok(())
     }
 
     /// The `top_k` chunks of knowledge base `kb` nearest to `query` by
@@ -259,14 +358,14 @@ impl VectorProjection {
     /// Writes a durable snapshot of everything applied so far.
     pub async fn persist(&self) -> Result<(), VectorError> {
         let mut state = self.state.lock().await;
-        run_blocking(|| write_snapshot(&self.dir, &mut state))
+        run_blocking(|| write_snapshot(&self.dir(), &mut state))
     }
 
     /// Drops every index and snapshot; the checkpoint goes back to the
     /// start of the log, so the runner replays it all.
     pub async fn reset(&self) -> Result<(), VectorError> {
         let mut state = self.state.lock().await;
-        run_blocking(|| snapshot::remove_all(&self.dir))?;
+        run_blocking(|| snapshot::remove_all(&self.dir()))?;
         let generation = state.generation;
         *state = State {
             generation,
@@ -535,6 +634,25 @@ impl Projection for VectorProjection {
         Ok(self.state.lock().await.checkpoint)
     }
 
+    /// One primary-key read per round of the runner; the load itself only
+    /// when the pointer moved.
+    async fn retargeted(&self) -> Result<bool, ProjectionError> {
+        let Some(follow) = &self.follow else {
+            return Ok(false);
+        };
+        let live = crate::generations::live_on(&follow.db, VECTOR_PROJECTION)
+            .await
+            .map_err(|source| ProjectionError::Database {
+                projection: PROJECTION_NAME.to_owned(),
+                source,
+            })?;
+        if live == self.generation() {
+            return Ok(false);
+        }
+        self.load_generation(&follow.root, live).await.map_err(io_failure)?;
+        Ok(true)
+    }
+
     async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let mut state = self.state.lock().await;
         for event in events {
@@ -548,7 +666,7 @@ impl Projection for VectorProjection {
         if state.snapshot_due() {
             // the batch is applied either way; a failed snapshot only means
             // a longer replay after a restart, and the next one retries
-            if let Err(error) = run_blocking(|| write_snapshot(&self.dir, &mut state)) {
+            if let Err(error) = run_blocking(|| write_snapshot(&self.dir(), &mut state)) {
                 tracing::warn!(projection = PROJECTION_NAME, %error, "vector snapshot failed");
             }
         }

@@ -1,0 +1,314 @@
+//! Where a registry generation's tables are: generation `default` is the
+//! tables of migration 0002, any other is the same DDL under another name.
+//! On Postgres that is a schema per generation (`registry_g<name>`, tables
+//! created from the migration's own DDL, queries schema-qualified); SQLite
+//! has no schemas inside one database file, and a second attached file
+//! would not commit atomically with the checkpoint in WAL mode, so there
+//! the tables are prefixed (`registry_g<name>__user_clients`). Either way
+//! the projection's writes and its checkpoint stay in one transaction of
+//! one database, and the queries are the same SQL with the table names
+//! rewritten ([`Tables::qualify`]).
+
+use std::borrow::Cow;
+
+use actors::db::Database;
+
+use crate::generations::GenerationName;
+use crate::sql::{execute_script, Param, Row, Transaction};
+
+/// The registry's entity tables, the ones a generation has its own copy
+/// of; the bookkeeping tables (checkpoints, applied versions, offsets) are
+/// shared and keyed by [`Tables::projection_key`].
+pub(crate) const ENTITY_TABLES: [&str; 5] = [
+    "user_clients",
+    "api_keys",
+    "documents_registry",
+    "knowledge_bases",
+    "knowledge_base_documents",
+];
+
+const POSTGRES_DDL: &str = include_str!("../../../migrations/postgres/0002_registry.up.sql");
+const SQLITE_DDL: &str = include_str!("../../../migrations/sqlite/0002_registry.up.sql");
+/// Where the migration's shared bookkeeping tables begin: not copied.
+const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
+
+/// The table names of one generation on one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tables {
+    generation: GenerationName,
+    /// Put before each entity table's name; empty for `default`.
+    prefix: String,
+    /// Postgres: the generation's schema.
+    schema: Option<String>,
+}
+
+impl Tables {
+    pub(crate) fn new(db: &Database, generation: &GenerationName) -> Tables {
+        if generation.is_default() {
+            return Tables {
+                generation: generation.clone(),
+                prefix: String::new(),
+                schema: None,
+            };
+        }
+        match db {
+            Database::Postgres(_) => {
+                let schema = format!("registry_g{generation}");
+                Tables {
+                    generation: generation.clone(),
+                    prefix: format!("{schema}."),
+                    schema: Some(schema),
+                }
+            }
+            Database::Sqlite(_) => Tables {
+                generation: generation.clone(),
+                prefix: format!("registry_g{generation}__"),
+                schema: None,
+            },
+        }
+    }
+
+    pub(crate) fn generation(&self) -> &GenerationName {
+        &self.generation
+    }
+
+    /// The name this generation's checkpoint and applied versions are kept
+    /// under: `registry` for `default`, as before generations existed.
+    pub(crate) fn projection_key(&self) -> String {
+        if self.generation.is_default() {
+            super::REGISTRY_PROJECTION.to_owned()
+        } else {
+            format!("{}@{}", super::REGISTRY_PROJECTION, self.generation)
+        }
+    }
+
+    /// `sql` with every entity table name as a whole word (not already
+    /// qualified) given this generation's prefix.
+    pub(crate) fn qualify<'s>(&self, sql: &'s str) -> Cow<'s, str> {
+        if self.prefix.is_empty() {
+            return Cow::Borrowed(sql);
+        }
+        rewrite_words(sql, |word, preceded_by_dot| {
+            (!preceded_by_dot && ENTITY_TABLES.contains(&word)).then(|| format!("{}{word}", self.prefix))
+        })
+    }
+
+    /// Creates this generation's tables (idempotent).
+    pub(crate) async fn create(&self, db: &Database) -> Result<(), sqlx::Error> {
+        if self.generation.is_default() {
+            return Ok(());
+        }
+        match db {
+            Database::Postgres(_) => {
+                let schema = self.schema.as_deref().unwrap_or_default();
+                // the enum types of 0002 stay in public, where every
+                // generation's columns find them
+                let tables = POSTGRES_DDL
+                    .rsplit_once("END $$;")
+                    .map_or(POSTGRES_DDL, |(_, rest)| rest);
+                let tables = tables.split(BOOKKEEPING_MARKER).next().unwrap_or(tables);
+                let ddl = format!("CREATE SCHEMA IF NOT EXISTS {schema};\n{}", self.qualify(tables));
+                execute_script(db, &ddl).await
+            }
+            Database::Sqlite(_) => {
+                let tables = SQLITE_DDL.split(BOOKKEEPING_MARKER).next().unwrap_or(SQLITE_DDL);
+                // SQLite's index names are global to the file: prefix them too
+                let ddl = rewrite_words(tables, |word, preceded_by_dot| {
+                    (!preceded_by_dot && (ENTITY_TABLES.contains(&word) || word.ends_with("_idx")))
+                        .then(|| format!("{}{word}", self.prefix))
+                });
+                execute_script(db, &ddl).await
+            }
+        }
+    }
+
+    /// Drops this generation's tables and its bookkeeping rows, in one
+    /// transaction under the registry's lock.
+    pub(crate) async fn drop_all(&self, db: &Database) -> Result<(), sqlx::Error> {
+        debug_assert!(!self.generation.is_default(), "dropping the default registry tables");
+        let mut transaction = Transaction::begin(db, &self.projection_key()).await?;
+        match &self.schema {
+            Some(schema) => {
+                transaction
+                    .execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])
+                    .await?;
+            }
+            None => {
+                // links, documents and bases before keys, keys before tenants
+                for table in [
+                    "knowledge_base_documents",
+                    "knowledge_bases",
+                    "documents_registry",
+                    "api_keys",
+                    "user_clients",
+                ] {
+                    transaction
+                        .execute(&format!("DROP TABLE IF EXISTS {}{table}", self.prefix), &[])
+                        .await?;
+                }
+            }
+        }
+        let key = self.projection_key();
+        transaction
+            .execute(
+                "DELETE FROM projection_checkpoints WHERE name = $1",
+                &[Param::text(&key)],
+            )
+            .await?;
+        for bookkeeping in ["projection_applied", "projection_offsets"] {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {bookkeeping} WHERE projection = $1"),
+                    &[Param::text(&key)],
+                )
+                .await?;
+        }
+        transaction.commit().await
+    }
+}
+
+/// A write transaction on one generation's tables: the SQL of the registry
+/// written for the default tables, run against this generation's.
+pub(crate) struct Writer {
+    pub(crate) transaction: Transaction,
+    pub(crate) tables: Tables,
+}
+
+impl Writer {
+    pub(crate) async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, sqlx::Error> {
+        let sql = self.tables.qualify(sql);
+        self.transaction.execute(&sql, params).await
+    }
+
+    pub(crate) async fn fetch_optional(&mut self, sql: &str, params: &[Param]) -> Result<Option<Row>, sqlx::Error> {
+        let sql = self.tables.qualify(sql);
+        self.transaction.fetch_optional(&sql, params).await
+    }
+
+    pub(crate) async fn fetch_all(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>, sqlx::Error> {
+        let sql = self.tables.qualify(sql);
+        self.transaction.fetch_all(&sql, params).await
+    }
+}
+
+/// Replaces identifier words of `sql` for which `replace` returns a
+/// replacement; single-quoted literals and `--` comments are left alone
+/// (a comment's apostrophe is not a literal's start).
+fn rewrite_words<'s>(sql: &'s str, replace: impl Fn(&str, bool) -> Option<String>) -> Cow<'s, str> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut changed = false;
+    let mut in_literal = false;
+    let mut previous: Option<char> = None;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if !in_literal && c == '-' && sql[start..].starts_with("--") {
+            let end = sql[start..].find('\n').map_or(sql.len(), |offset| start + offset);
+            out.push_str(&sql[start..end]);
+            while chars.peek().is_some_and(|&(at, _)| at < end) {
+                chars.next();
+            }
+            previous = None;
+            continue;
+        }
+        if c == '\'' {
+            in_literal = !in_literal;
+            out.push(c);
+            previous = Some(c);
+            continue;
+        }
+        if in_literal || !is_word(c) || previous.is_some_and(is_word) {
+            out.push(c);
+            previous = Some(c);
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        while let Some(&(at, next)) = chars.peek() {
+            if !is_word(next) {
+                break;
+            }
+            end = at + next.len_utf8();
+            chars.next();
+        }
+        let word = &sql[start..end];
+        match replace(word, previous == Some('.')) {
+            Some(replacement) => {
+                out.push_str(&replacement);
+                changed = true;
+            }
+            None => out.push_str(word),
+        }
+        previous = word.chars().last();
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefixed(prefix: &str) -> Tables {
+        Tables {
+            generation: GenerationName::parse("g2").unwrap(),
+            prefix: prefix.to_owned(),
+            schema: None,
+        }
+    }
+
+    #[test]
+    fn qualify_renames_whole_table_words_only() {
+        let tables = prefixed("registry_gg2.");
+        assert_eq!(
+            tables.qualify(
+                "SELECT kb.id, knowledge_base_id FROM knowledge_bases kb JOIN knowledge_base_documents link \
+                 ON link.knowledge_base_id = kb.id WHERE x.api_keys = 'user_clients' AND api_keys_user_id_idx = 1"
+            ),
+            "SELECT kb.id, knowledge_base_id FROM registry_gg2.knowledge_bases kb JOIN \
+             registry_gg2.knowledge_base_documents link ON link.knowledge_base_id = kb.id WHERE x.api_keys = \
+             'user_clients' AND api_keys_user_id_idx = 1"
+        );
+        assert!(matches!(
+            tables.qualify("SELECT 1 FROM projection_applied"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn comments_do_not_open_literals() {
+        let tables = prefixed("p__");
+        assert_eq!(
+            tables.qualify("-- a tenant's keys\nCREATE TABLE api_keys (x TEXT DEFAULT 'api_keys');"),
+            "-- a tenant's keys\nCREATE TABLE p__api_keys (x TEXT DEFAULT 'api_keys');"
+        );
+    }
+
+    #[test]
+    fn the_default_generation_is_the_migration_tables() {
+        let tables = prefixed("");
+        assert!(matches!(tables.qualify("SELECT * FROM api_keys"), Cow::Borrowed(_)));
+        let default = Tables {
+            generation: GenerationName::default_generation(),
+            ..prefixed("")
+        };
+        assert_eq!(default.projection_key(), "registry");
+        assert_eq!(prefixed("x").projection_key(), "registry@g2");
+    }
+
+    #[test]
+    fn the_copied_ddl_holds_every_entity_table_and_no_bookkeeping() {
+        for ddl in [POSTGRES_DDL, SQLITE_DDL] {
+            let tables = ddl.split(BOOKKEEPING_MARKER).next().unwrap();
+            assert!(ddl.contains(BOOKKEEPING_MARKER), "the marker moved");
+            for table in ENTITY_TABLES {
+                assert!(
+                    tables.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
+                    "{table} missing"
+                );
+            }
+        }
+    }
+}
