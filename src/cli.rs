@@ -417,6 +417,9 @@ const TAIL_POLL: Duration = Duration::from_millis(500);
 /// events until Ctrl-C or SIGTERM. A closed stdout (`| head`) ends it
 /// quietly.
 async fn audit_tail(config: &Config, filter: &TailFilter, follow: bool, json: bool) -> anyhow::Result<()> {
+    if let Some(settings) = config.kafka() {
+        return audit_tail_kafka(settings, filter, follow, json).await;
+    }
     // listening from the start, so a Ctrl-C during a read is not lost
     let mut interrupted = tokio::spawn(shutdown_signal());
     let foundation = Foundation::open(config).await?;
@@ -454,6 +457,53 @@ async fn audit_tail(config: &Config, filter: &TailFilter, follow: bool, json: bo
             _ = tokio::time::sleep(TAIL_POLL) => {}
         }
     }
+}
+
+/// The stream as Kafka holds it: every topic from its beginning, partition
+/// by partition (the topics have no order across partitions).
+async fn audit_tail_kafka(
+    settings: bus::KafkaSettings,
+    filter: &TailFilter,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (events, mut received) = tokio::sync::mpsc::channel::<RecordedEvent>(1024);
+    let reader = {
+        let stop = stop.clone();
+        let brokers = settings.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            bus::tail::tail_topics(&settings, follow, &stop, |event| events.blocking_send(event).is_ok())
+                .with_context(|| format!("cannot read the event topics at {brokers}"))
+        })
+    };
+    let mut interrupted = tokio::spawn(shutdown_signal());
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let event = tokio::select! {
+            _ = &mut interrupted => break,
+            event = received.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+        };
+        if !filter.matches(&event) {
+            continue;
+        }
+        let line = if json {
+            serde_json::to_string(&event).with_context(|| format!("cannot encode event {}", event.event_id))?
+        } else {
+            tail_line(&event)
+        };
+        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(error) => return Err(error).context("cannot write to stdout"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(received);
+    reader.await.context("the topic reader panicked")?
 }
 
 fn tail_line(event: &RecordedEvent) -> String {

@@ -107,6 +107,36 @@ async fn journey_reaches_kafka_and_validates(backend: Backend) {
         seen, logged,
         "every event of the log, and nothing else, is on the topics"
     );
+    // `audit tail` reads the same stream from the topics
+    let tail = Command::new(env!("CARGO_BIN_EXE_neurostash"))
+        .args(["audit", "tail", "--json"])
+        .env("NEUROSTASH_KAFKA_BROKERS", &brokers)
+        .env("NEUROSTASH_KAFKA_TOPIC_PREFIX", &app.config.kafka_topic_prefix)
+        .env("NEUROSTASH_DATA_DIR", &app.config.data_dir)
+        .output()
+        .expect("run audit tail");
+    assert!(
+        tail.status.success(),
+        "audit tail: {}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let tailed: BTreeSet<String> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("a json line per event");
+            event["event_id"].as_str().expect("event id").to_owned()
+        })
+        .collect();
+    assert_eq!(tailed, logged, "audit tail on kafka shows every event once");
+    let processed = Command::new(env!("CARGO_BIN_EXE_neurostash"))
+        .args(["audit", "tail", "--type", "DocumentProcessed"])
+        .env("NEUROSTASH_KAFKA_BROKERS", &brokers)
+        .env("NEUROSTASH_KAFKA_TOPIC_PREFIX", &app.config.kafka_topic_prefix)
+        .env("NEUROSTASH_DATA_DIR", &app.config.data_dir)
+        .output()
+        .expect("run audit tail");
+    let lines = String::from_utf8_lossy(&processed.stdout).lines().count();
+    assert_eq!(lines, 2, "one DocumentProcessed per document");
     for event_type in [
         "neurostash.tenant.TenantRegistered",
         "neurostash.knowledge_base.KnowledgeBaseCreated",

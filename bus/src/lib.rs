@@ -10,6 +10,7 @@ pub mod consume;
 pub mod kafka;
 pub mod relay;
 pub mod schemas;
+pub mod tail;
 
 pub use cloudevent::CloudEvent;
 pub use consume::{spawn_consumer, ConsumerHandle, ConsumerOptions, ConsumerProgress};
