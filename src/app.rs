@@ -17,6 +17,9 @@ use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
 use projections::vector::VectorProjection;
 
 use bus::{ConsumerHandle, ConsumerOptions, OutboxRelay, RelayHandle, RelayOptions, Topics};
+use domain::document::Document;
+use domain::knowledge_base::KnowledgeBase;
+use domain::Aggregate;
 use projections::consumed::{ConsumedProjection, OffsetStore};
 use projections::registry::REGISTRY_PROJECTION;
 
@@ -174,7 +177,9 @@ impl App {
         let (registry_feed, audit_feed) = if roles.project {
             let registry_projection = Arc::new(RegistryProjection::new(database.clone()));
             let registry_feed = match &kafka {
-                Some(settings) => Feed::Kafka(join_group(settings, REGISTRY_PROJECTION, registry_projection).await?),
+                Some(settings) => Feed::Kafka(
+                    join_group(settings, REGISTRY_PROJECTION, &Topics::CATEGORIES, registry_projection).await?,
+                ),
                 None => Feed::Log(ProjectionRunner::spawn(
                     store.clone(),
                     registry_projection,
@@ -196,11 +201,20 @@ impl App {
                     .await
                     .context("cannot open the vector index")?,
             );
-            let feed = Feed::Log(ProjectionRunner::spawn(
-                store.clone(),
-                vectors.clone(),
-                RunnerOptions::default(),
-            ));
+            let feed = match &kafka {
+                // node-local: every api node's index reads every partition,
+                // so each node is a group of its own
+                Some(settings) => {
+                    let group = format!("vector.{}", node_id(&config)?);
+                    let categories = [Document::CATEGORY, KnowledgeBase::CATEGORY];
+                    Feed::Kafka(join_group(settings, &group, &categories, vectors.clone()).await?)
+                }
+                None => Feed::Log(ProjectionRunner::spawn(
+                    store.clone(),
+                    vectors.clone(),
+                    RunnerOptions::default(),
+                )),
+            };
             (Some(vectors), feed)
         } else {
             (None, Feed::Elsewhere)
@@ -286,10 +300,11 @@ impl App {
 async fn join_group(
     settings: &bus::KafkaSettings,
     projection_name: &str,
+    categories: &[&str],
     projection: Arc<dyn ConsumedProjection>,
 ) -> anyhow::Result<ConsumerHandle> {
     let options = ConsumerOptions::for_projection(settings, projection_name);
-    let consumer = bus::spawn_consumer(settings, &Topics::CATEGORIES, projection, options)
+    let consumer = bus::spawn_consumer(settings, categories, projection, options)
         .with_context(|| format!("cannot consume kafka at {} into {projection_name}", settings.brokers))?;
     let join_timeout = settings.session_timeout * 6;
     if !consumer.wait_until(join_timeout, |progress| progress.joined).await {
@@ -362,6 +377,23 @@ impl Feed {
             Feed::Elsewhere => {}
         }
     }
+}
+
+/// This node's lasting identity, kept beside its vector index: the index
+/// and its Kafka offsets belong to the node.
+fn node_id(config: &Config) -> anyhow::Result<String> {
+    let path = vector_dir(config).join("node-id");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::create_dir_all(vector_dir(config))
+        .and_then(|()| std::fs::write(&path, &id))
+        .with_context(|| format!("cannot write the node id to {}", path.display()))?;
+    Ok(id)
 }
 
 pub fn vector_dir(config: &Config) -> PathBuf {

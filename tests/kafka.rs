@@ -180,8 +180,26 @@ async fn journey_on_kafka(backend: Backend) -> (TestApp, RegistryDump) {
     let (status, listed) = app.get(&format!("/v1/knowledge-bases/{kb}/documents"), &key).await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
+    let (status, body) = app
+        .upload(
+            &key,
+            "weather.txt",
+            "Rain is expected all week in the valley.",
+            Some(&kb),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let other = body["id"].as_str().unwrap().to_owned();
     assert_eq!(app.wait_processed(&key, &document).await["status"], "SUCCESS");
+    assert_eq!(app.wait_processed(&key, &other).await["status"], "SUCCESS");
     app.wait_registry().await;
+    // the node-local vector index is fed from the topics too
+    assert!(matches!(app.app.vector_feed, Feed::Kafka(_)));
+    app.wait_indexed().await;
+    let (status, found) = app.search(&key, &kb, "what feeds the registry", 2).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["hits"][0]["file_name"], "notes.md", "{found}");
+    assert_eq!(found["hits"].as_array().map(Vec::len), Some(2), "{found}");
     let dump = app.app.registry.dump().await.expect("dump").entities();
     (app, dump)
 }
@@ -209,7 +227,7 @@ async fn the_registry_built_from_kafka_equals_a_replay_of_the_log(backend: Backe
     assert!(from_kafka
         .tables
         .iter()
-        .any(|table| table.table == "documents_registry" && table.rows.len() == 1));
+        .any(|table| table.table == "documents_registry" && table.rows.len() == 2));
     let log_length = app.published_log().await.len();
     let consumed = match &app.app.registry_feed {
         Feed::Kafka(consumer) => consumer.progress(),

@@ -27,7 +27,7 @@ mod index;
 mod persist;
 mod snapshot;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -42,6 +42,7 @@ use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseEvent};
 use domain::{Aggregate, AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, StreamId};
 use tokio::sync::Mutex;
 
+use crate::consumed::{ConsumedProjection, PartitionOffset};
 use crate::generations::GenerationName;
 use crate::runtime::{Projection, ProjectionError};
 use index::{normalised, DocumentChunks, KbGraph, KbIndex, StoredChunk};
@@ -150,6 +151,9 @@ struct Follow {
 struct State {
     checkpoint: LogPosition,
     stream_versions: HashMap<String, i64>,
+    /// The next offset of each Kafka partition, when fed from Kafka; kept
+    /// in the snapshot with the state it produced.
+    kafka_offsets: BTreeMap<(String, i32), i64>,
     documents: HashMap<DocumentId, DocumentState>,
     knowledge_bases: HashMap<KnowledgeBaseId, KnowledgeBaseState>,
     generation: u64,
@@ -162,6 +166,7 @@ impl State {
         State {
             checkpoint: LogPosition::START,
             stream_versions: HashMap::new(),
+            kafka_offsets: BTreeMap::new(),
             documents: HashMap::new(),
             knowledge_bases: HashMap::new(),
             generation: 0,
@@ -282,6 +287,18 @@ impl VectorProjection {
         projection.generation = std::sync::RwLock::new(live);
         projection.follow = Some(Follow { db, root });
         Ok(projection)
+    }
+
+    /// The highest version of `stream_id` applied to the index (0 for a
+    /// stream it has not seen): what a reader of a Kafka-fed index waits for.
+    pub async fn applied_version(&self, stream_id: &StreamId) -> i64 {
+        self.state
+            .lock()
+            .await
+            .stream_versions
+            .get(stream_id.as_str())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The generation in use.
@@ -671,5 +688,104 @@ impl Projection for VectorProjection {
             }
         }
         Ok(())
+    }
+}
+
+/// Fed from Kafka, the index keeps its offsets in its own snapshot, beside
+/// the state they produced: it is node-local, like the snapshot.
+#[async_trait]
+impl ConsumedProjection for VectorProjection {
+    fn name(&self) -> &str {
+        PROJECTION_NAME
+    }
+
+    async fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<PartitionOffset>, ProjectionError> {
+        let state = self.state.lock().await;
+        Ok(partitions
+            .iter()
+            .filter_map(|(topic, partition)| {
+                state
+                    .kafka_offsets
+                    .get(&(topic.clone(), *partition))
+                    .map(|next_offset| PartitionOffset {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        next_offset: *next_offset,
+                    })
+            })
+            .collect())
+    }
+
+    async fn apply_consumed(
+        &self,
+        events: &[RecordedEvent],
+        offsets: &[PartitionOffset],
+    ) -> Result<(), ProjectionError> {
+        // a replay may have switched the live generation
+        Projection::retargeted(self).await?;
+        let mut state = self.state.lock().await;
+        for event in events {
+            let applied = state
+                .stream_versions
+                .get(event.stream_id.as_str())
+                .copied()
+                .unwrap_or(0);
+            if event.stream_version > applied + 1 && is_indexed_category(&event.stream_id) {
+                for earlier in self.missing_versions(event, applied).await? {
+                    self.apply_event(&mut state, &earlier).await?;
+                }
+            }
+            self.apply_event(&mut state, event).await?;
+            state.unsnapshotted_events += 1;
+        }
+        for offset in offsets {
+            let slot = state
+                .kafka_offsets
+                .entry((offset.topic.clone(), offset.partition))
+                .or_insert(0);
+            *slot = (*slot).max(offset.next_offset);
+        }
+        if state.snapshot_due() {
+            if let Err(error) = run_blocking(|| write_snapshot(&self.dir(), &mut state)) {
+                tracing::warn!(projection = PROJECTION_NAME, %error, "vector snapshot failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_indexed_category(stream_id: &StreamId) -> bool {
+    let category = stream_id.category();
+    category == Document::CATEGORY || category == KnowledgeBase::CATEGORY
+}
+
+impl VectorProjection {
+    /// The versions of `event`'s stream between `applied` and `event`, from
+    /// the event store: a partitioned feed can skip a version that a relay
+    /// sent again later.
+    async fn missing_versions(
+        &self,
+        event: &RecordedEvent,
+        applied: i64,
+    ) -> Result<Vec<RecordedEvent>, ProjectionError> {
+        let Some(follow) = &self.follow else {
+            return Err(event_error(
+                event,
+                "a version is missing and this index has no event store to read it from",
+            ));
+        };
+        let stream = follow
+            .db
+            .event_store()
+            .read_stream(&event.stream_id, applied)
+            .await
+            .map_err(|source| ProjectionError::Store {
+                projection: PROJECTION_NAME.to_owned(),
+                source,
+            })?;
+        Ok(stream
+            .into_iter()
+            .filter(|earlier| earlier.stream_version < event.stream_version)
+            .collect())
     }
 }

@@ -102,6 +102,11 @@ pub(super) fn write_snapshot(root: &Path, state: &mut State) -> Result<(), Vecto
             .iter()
             .map(|(stream, version)| (stream.clone(), *version))
             .collect(),
+        kafka_offsets: state
+            .kafka_offsets
+            .iter()
+            .map(|((topic, partition), next)| (topic.clone(), *partition, *next))
+            .collect(),
         documents,
         knowledge_bases,
     };
@@ -293,6 +298,11 @@ fn rebuild_state(
     let state = State {
         checkpoint: record.checkpoint,
         stream_versions: record.stream_versions.into_iter().collect(),
+        kafka_offsets: record
+            .kafka_offsets
+            .into_iter()
+            .map(|(topic, partition, next)| ((topic, partition), next))
+            .collect(),
         documents,
         knowledge_bases,
         generation,

@@ -46,6 +46,10 @@ pub(crate) struct Manifest {
 pub(crate) struct SnapshotState {
     pub checkpoint: LogPosition,
     pub stream_versions: BTreeMap<String, i64>,
+    /// Next offset per Kafka partition (topic, partition, offset), when the
+    /// index is fed from Kafka; absent in snapshots written before.
+    #[serde(default)]
+    pub kafka_offsets: Vec<(String, i32, i64)>,
     pub documents: Vec<DocumentRecord>,
     pub knowledge_bases: Vec<KnowledgeBaseRecord>,
 }
