@@ -302,6 +302,54 @@ async fn redelivering_every_event_changes_nothing_on_postgres() {
     redelivering_every_event_changes_nothing(Backend::Postgres).await;
 }
 
+/// The broker goes away during ingest (SIGSTOP: alive but silent, like a
+/// broker behind a partition): the API still accepts every upload, and
+/// once the broker is back everything reaches the topics, the registry and
+/// the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingest_goes_on_while_the_broker_is_away() {
+    let broker = bus::testing::ScriptBroker::start();
+    let brokers = broker.brokers().to_string();
+    let app = spawn_app_configured(Backend::Postgres, |config| {
+        config.kafka_brokers = Some(brokers);
+        config.kafka_topic_prefix = format!("outage-{}", Uuid::new_v4().simple());
+        config.kafka_partitions = 3;
+        config.kafka_session_timeout_ms = 2_000;
+        // a write does not wait long for a registry that cannot hear it
+        config.read_your_writes_timeout_ms = 300;
+    })
+    .await;
+    let (_user, key) = app.create_user("outage@example.com").await;
+    let kb = app.create_knowledge_base(&key, "through an outage").await;
+
+    broker.pause();
+    let mut documents = Vec::new();
+    for index in 0..4 {
+        let text = format!("Written while the broker was away, part {index}.");
+        let (status, body) = app.upload(&key, &format!("away-{index}.txt"), &text, Some(&kb)).await;
+        assert_eq!(status, 202, "the api accepts uploads without the broker: {body}");
+        documents.push(body["id"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        app.app.outbox.backlog().await.expect("backlog") > 0,
+        "the events wait in the outbox"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.resume();
+
+    // the registry learns of the uploads once the broker is back
+    app.wait_registry().await;
+    for document in &documents {
+        assert_eq!(app.wait_processed(&key, document).await["status"], "SUCCESS");
+    }
+    app.wait_registry().await;
+    let (status, listed) = app.get(&format!("/v1/knowledge-bases/{kb}/documents"), &key).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(4), "{listed}");
+    assert_eq!(app.app.outbox.backlog().await.expect("backlog"), 0);
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schemas_need_an_api_key() {
     let app = common::spawn_app(Backend::Sqlite).await;

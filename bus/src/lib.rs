@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod relay;
 pub mod schemas;
 pub mod tail;
+pub mod testing;
 
 pub use cloudevent::CloudEvent;
 pub use consume::{spawn_consumer, ConsumerHandle, ConsumerOptions, ConsumerProgress};

@@ -4,14 +4,13 @@
 //! prefix, so tests sharing the broker never see each other's messages.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::db::{fresh_postgres, test_postgres_url, ConnectOptions, Database, TEST_POSTGRES_URL_VAR};
 use actors::store::{EventStore, ExpectedVersion, NewEvent, Outbox};
 use bus::relay::Round;
+use bus::testing::ScriptBroker;
 use bus::{CloudEvent, KafkaSettings, OutboxRelay, RelayOptions};
 use domain::{EventMetadata, StreamId, TenantId};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -373,68 +372,10 @@ async fn only_the_lease_holder_publishes_and_a_released_lease_passes_at_once() {
     log.database.close().await;
 }
 
-/// A broker of the test's own, so that pausing it disturbs no other test.
-struct OwnBroker {
-    state_file: PathBuf,
-    brokers: String,
-    pid: i32,
-}
-
-impl OwnBroker {
-    fn start() -> OwnBroker {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let state_file = std::env::temp_dir().join(format!("neurostash-kafka-test-{}.state", Uuid::new_v4()));
-        let output = Command::new("bash")
-            .arg(root.join("scripts/kafka.sh"))
-            .arg("start")
-            .env("NEUROSTASH_KAFKA_STATE", &state_file)
-            .output()
-            .expect("run scripts/kafka.sh");
-        assert!(
-            output.status.success(),
-            "kafka.sh start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let brokers = stdout.trim().rsplit('=').next().expect("an export line").to_string();
-        let state = std::fs::read_to_string(&state_file).expect("state file");
-        let pid = state
-            .lines()
-            .find_map(|line| line.strip_prefix("KAFKA_PID="))
-            .map(|pid| pid.trim_matches('\'').parse::<i32>().expect("pid"))
-            .expect("KAFKA_PID in the state file");
-        OwnBroker {
-            state_file,
-            brokers,
-            pid,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {}", self.pid);
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let _ = Command::new("bash")
-            .arg(root.join("scripts/kafka.sh"))
-            .arg("stop")
-            .env("NEUROSTASH_KAFKA_STATE", &self.state_file)
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_go_on_while_the_broker_is_away_and_all_arrive_when_it_returns() {
-    let broker = OwnBroker::start();
-    let settings = settings_for(&broker.brokers);
+    let broker = ScriptBroker::start();
+    let settings = settings_for(&broker.brokers());
     settings.ensure_topics().await.expect("create topics");
     let log = TestLog::open(Backend::Postgres).await;
     let handle = relay(&settings, &log, "relay-paused").spawn(log.store.appended());
@@ -444,7 +385,7 @@ async fn appends_go_on_while_the_broker_is_away_and_all_arrive_when_it_returns()
         "published before the pause"
     );
 
-    broker.signal("STOP");
+    broker.pause();
     // The store keeps accepting appends: nothing on the write path waits
     // for Kafka.
     let started = Instant::now();
@@ -458,7 +399,7 @@ async fn appends_go_on_while_the_broker_is_away_and_all_arrive_when_it_returns()
         log.outbox.backlog().await.expect("backlog") > 0,
         "the paused broker acknowledged nothing"
     );
-    broker.signal("CONT");
+    broker.resume();
 
     assert!(
         handle.wait_for_published(20, DEADLINE).await,
@@ -467,7 +408,7 @@ async fn appends_go_on_while_the_broker_is_away_and_all_arrive_when_it_returns()
     handle.shutdown().await;
     assert_eq!(log.outbox.backlog().await.expect("backlog"), 0);
     let topic = settings.topics().for_category("document");
-    let received = consume(&broker.brokers, &[topic], 20, settings.partitions);
+    let received = consume(&broker.brokers(), &[topic], 20, settings.partitions);
     let versions = versions_by_stream(&received);
     let mut expected: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (index, stream) in streams.iter().enumerate() {
