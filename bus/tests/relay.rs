@@ -375,7 +375,7 @@ async fn only_the_lease_holder_publishes_and_a_released_lease_passes_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_go_on_while_the_broker_is_away_and_all_arrive_when_it_returns() {
     let broker = ScriptBroker::start();
-    let settings = settings_for(&broker.brokers());
+    let settings = settings_for(broker.brokers());
     settings.ensure_topics().await.expect("create topics");
     let log = TestLog::open(Backend::Postgres).await;
     let handle = relay(&settings, &log, "relay-paused").spawn(log.store.appended());
@@ -408,7 +408,7 @@ async fn appends_go_on_while_the_broker_is_away_and_all_arrive_when_it_returns()
     handle.shutdown().await;
     assert_eq!(log.outbox.backlog().await.expect("backlog"), 0);
     let topic = settings.topics().for_category("document");
-    let received = consume(&broker.brokers(), &[topic], 20, settings.partitions);
+    let received = consume(broker.brokers(), &[topic], 20, settings.partitions);
     let versions = versions_by_stream(&received);
     let mut expected: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (index, stream) in streams.iter().enumerate() {
