@@ -2,6 +2,8 @@
 //! `tail` prints the log, `verify` passes on an intact audit log and exits
 //! non-zero naming the record on a tampered one.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -10,17 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn neurostash(data_dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_neurostash"));
-    command
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        // the embedded backend whatever the surrounding environment says
-        .env_remove("NEUROSTASH_POSTGRES_URL")
-        .env_remove("NEUROSTASH_CONFIG")
-        .env_remove("NEUROSTASH_DATA_DIR")
-        .env("NEUROSTASH_LOG", "warn");
-    command
+    common::embedded_command(data_dir, args)
 }
 
 fn run(data_dir: &Path, args: &[&str]) -> Output {

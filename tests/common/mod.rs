@@ -358,3 +358,19 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
     };
     (status, body)
 }
+
+/// The built binary on an embedded data dir, whatever the surrounding
+/// environment configures.
+pub fn embedded_command(data_dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_neurostash"));
+    command
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("NEUROSTASH_POSTGRES_URL")
+        .env_remove("NEUROSTASH_KAFKA_BROKERS")
+        .env_remove("NEUROSTASH_CONFIG")
+        .env_remove("NEUROSTASH_DATA_DIR")
+        .env("NEUROSTASH_LOG", "warn");
+    command
+}
