@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actors::db::Database;
 use actors::store::{ExpectedVersion, NewEvent};
@@ -14,7 +14,7 @@ use domain::{EventMetadata, TenantId};
 use projections::registry::Registry;
 use uuid::Uuid;
 
-const TENANTS: usize = 6_000;
+const TENANTS: usize = 10_000;
 
 fn neurostash(data_dir: &Path, args: &[&str]) -> Command {
     common::embedded_command(data_dir, args)
@@ -50,6 +50,28 @@ async fn write_log(database: &Database) {
     }
 }
 
+async fn wait_for_shadow_checkpoint(database: &Database) {
+    let Database::Sqlite(pool) = database else {
+        panic!("the test runs on the embedded backend");
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay never checkpointed a shadow"
+        );
+        let shadows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM projection_checkpoints WHERE name LIKE 'registry@%'")
+                .fetch_one(pool)
+                .await
+                .expect("read the checkpoints");
+        if shadows > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_stops_a_replay_that_then_resumes_where_it_stopped() {
     let data_dir = tempfile::tempdir().expect("data dir");
@@ -61,18 +83,21 @@ async fn sigint_stops_a_replay_that_then_resumes_where_it_stopped() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the replay");
-    // let it get going, then interrupt it as a person at a terminal would
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // once the shadow has a checkpoint the replay is under way: interrupt
+    // it as a person at a terminal would
+    wait_for_shadow_checkpoint(&database).await;
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill -INT");
     assert!(sent.success());
-    let started = Instant::now();
     let stopped = child.wait_with_output().expect("the replay ends");
-    assert!(started.elapsed() < Duration::from_secs(20), "the replay stopped promptly");
     let stderr = String::from_utf8_lossy(&stopped.stderr).into_owned();
-    assert_eq!(stopped.status.code(), Some(130), "exit code after SIGINT; stderr: {stderr}");
+    assert_eq!(
+        stopped.status.code(),
+        Some(130),
+        "exit code after SIGINT; stderr: {stderr}"
+    );
     let generation = stderr
         .split("into generation ")
         .nth(1)
@@ -100,7 +125,10 @@ async fn sigint_stops_a_replay_that_then_resumes_where_it_stopped() {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("the summary names where the rerun began: {stdout}"));
-    assert_ne!(from, "0:0", "the rerun resumed from the checkpoint, not the start: {stdout}");
+    assert_ne!(
+        from, "0:0",
+        "the rerun resumed from the checkpoint, not the start: {stdout}"
+    );
     let events: usize = stdout
         .split(" events from ")
         .next()
