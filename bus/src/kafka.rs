@@ -40,7 +40,9 @@ impl KafkaSettings {
             partitions: 6,
             replication_factor: 1,
             client_id: "neurostash".to_string(),
-            delivery_timeout: Duration::from_secs(30),
+            // below the relay lease (15 s): a round never outlives the lease
+            // it was started under, even while the broker is away
+            delivery_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
         }
     }
