@@ -15,10 +15,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     log "cargo not found: install a Rust toolchain (1.85 or newer) first"
     exit 1
 fi
-# the C toolchain builds SQLite (bundled by sqlx)
-if ! command -v cc >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+# the C toolchain builds SQLite (bundled by sqlx) and librdkafka (bundled by
+# rdkafka, which links zlib)
+if { ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1 || [ ! -f /usr/include/zlib.h ]; } \
+    && [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y build-essential pkg-config >&2 || { apt-get update >&2 && apt-get install -y build-essential pkg-config >&2; }
+    packages="build-essential pkg-config zlib1g-dev"
+    # shellcheck disable=SC2086
+    apt-get install -y $packages >&2 || { apt-get update >&2 && apt-get install -y $packages >&2; }
 fi
 
 export NEUROSTASH_PG_STATE="${TMPDIR:-/tmp}/neurostash-test-postgres.$$.state"
