@@ -4,43 +4,21 @@
 //! on SQLite and on Postgres (`NEUROSTASH_TEST_POSTGRES_URL`, which must be
 //! set).
 
+#[macro_use]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actors::db::{ConnectOptions, Database};
+use actors::db::Database;
 use actors::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 use chrono::{DateTime, Utc};
 use domain::{ApiKeyId, EventMetadata, LogPosition, StreamId, TenantId};
 use projections::audit::{chain, AuditFilter, AuditLog, AuditProjection, AuditRecord, VerifyReport, GENESIS_HASH};
 use projections::runtime::{catch_up, Projection};
 use serde_json::json;
+use support::Backend;
 use uuid::Uuid;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Generates `<scenario>::sqlite` and `<scenario>::postgres` for each
-/// `async fn <scenario>(Backend)`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-
-                #[tokio::test]
-                async fn postgres() {
-                    super::$scenario(super::Backend::Postgres).await;
-                }
-            }
-        )+
-    };
-}
 
 on_both_backends!(
     the_chain_follows_the_log_and_reads_filter_and_page,
@@ -67,26 +45,7 @@ struct Harness {
 
 impl Harness {
     async fn open(backend: Backend) -> Harness {
-        let (db, directory) = match backend {
-            Backend::Sqlite => {
-                let directory = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}?mode=rwc", directory.path().join("t.db").display());
-                let db = Database::connect(&url, &ConnectOptions::default())
-                    .await
-                    .expect("sqlite opens");
-                (db, Some(directory))
-            }
-            Backend::Postgres => {
-                let admin_url = actors::db::test_postgres_url().expect(
-                    "NEUROSTASH_TEST_POSTGRES_URL must point at a postgres server (scripts/test.sh starts one)",
-                );
-                let (db, _url) = actors::db::fresh_postgres(&admin_url)
-                    .await
-                    .expect("fresh postgres database");
-                (db, None)
-            }
-        };
-        db.migrate_up().await.expect("migrations apply");
+        let (db, directory) = support::open_database(backend).await;
         Harness {
             store: db.event_store(),
             projection: AuditProjection::new(db.clone()),

@@ -3,10 +3,12 @@
 //! read back through `Registry`. Every scenario runs on SQLite and on
 //! Postgres (`NEUROSTASH_TEST_POSTGRES_URL`, which must be set).
 
+#[macro_use]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actors::db::{ConnectOptions, Database};
 use actors::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{ArtifactRef, DocumentEvent, DocumentStatus, FileName};
@@ -16,33 +18,8 @@ use domain::tenant::{Email, Role, TenantEvent};
 use domain::{ApiKeyId, DocumentId, EventMetadata, KnowledgeBaseId, LogPosition, StreamId, TenantId};
 use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{catch_up, catch_up_to_head, Projection, ProjectionError};
+use support::Backend;
 use uuid::Uuid;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Generates `<scenario>::sqlite` and `<scenario>::postgres` for each
-/// `async fn <scenario>(Backend)`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-
-                #[tokio::test]
-                async fn postgres() {
-                    super::$scenario(super::Backend::Postgres).await;
-                }
-            }
-        )+
-    };
-}
 
 on_both_backends!(
     lifecycle_reaches_every_table_and_mirrors_status_onto_links,
@@ -65,26 +42,7 @@ struct Harness {
 
 impl Harness {
     async fn open(backend: Backend) -> Harness {
-        let (db, directory) = match backend {
-            Backend::Sqlite => {
-                let directory = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}?mode=rwc", directory.path().join("t.db").display());
-                let db = Database::connect(&url, &ConnectOptions::default())
-                    .await
-                    .expect("sqlite opens");
-                (db, Some(directory))
-            }
-            Backend::Postgres => {
-                let admin_url = actors::db::test_postgres_url().expect(
-                    "NEUROSTASH_TEST_POSTGRES_URL must point at a postgres server (scripts/test.sh starts one)",
-                );
-                let (db, _url) = actors::db::fresh_postgres(&admin_url)
-                    .await
-                    .expect("fresh postgres database");
-                (db, None)
-            }
-        };
-        db.migrate_up().await.expect("migrations apply");
+        let (db, directory) = support::open_database(backend).await;
         Harness {
             store: db.event_store(),
             appended: Mutex::new(LogPosition::START),
