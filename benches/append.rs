@@ -25,14 +25,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::db::{fresh_postgres, ConnectOptions, Database, TEST_POSTGRES_URL_VAR};
+mod support;
+
+use actors::db::{Database, TEST_POSTGRES_URL_VAR};
 use actors::store::{EventStore, ExpectedVersion, NewEvent};
 use anyhow::{bail, Context};
 use clap::Parser;
 use domain::{EventMetadata, StreamId, TenantId};
 use serde_json::json;
 use sqlx::types::Json;
-use sqlx::{Connection, Executor, PgConnection};
+use support::{Backend, RunDatabase};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -61,21 +63,6 @@ struct Args {
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,101 +106,7 @@ struct Measurement {
 
 impl Measurement {
     fn percentile(&self, fraction: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((self.latencies.len() as f64 * fraction).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[rank - 1]
-    }
-}
-
-/// A database created for one run, and how to get rid of it.
-struct RunDatabase {
-    database: Database,
-    postgres_admin: Option<(String, String)>,
-    _directory: Option<tempfile::TempDir>,
-}
-
-impl RunDatabase {
-    async fn open(backend: Backend, postgres_url: Option<&str>, pool_size: u32) -> anyhow::Result<RunDatabase> {
-        let options = ConnectOptions {
-            max_connections: pool_size,
-            max_attempts: 3,
-            retry_delay: Duration::from_millis(200),
-            ..ConnectOptions::default()
-        };
-        let run = match backend {
-            Backend::Sqlite => {
-                let directory = tempfile::tempdir().context("creating a temp dir for the sqlite file")?;
-                let url = format!("sqlite://{}", directory.path().join("bench.db").display());
-                let database = Database::connect(&url, &options).await?;
-                RunDatabase {
-                    database,
-                    postgres_admin: None,
-                    _directory: Some(directory),
-                }
-            }
-            Backend::Postgres => {
-                let admin_url = postgres_url.context("postgres needs a server url")?;
-                let (bootstrap, url) = fresh_postgres(admin_url).await?;
-                // Reopened with a pool as wide as the run's concurrency.
-                bootstrap.close().await;
-                let database = Database::connect(&url, &options).await?;
-                let without_query = url.split('?').next().unwrap_or(&url);
-                let name = without_query.rsplit('/').next().unwrap_or(without_query).to_string();
-                RunDatabase {
-                    database,
-                    postgres_admin: Some((admin_url.to_string(), name)),
-                    _directory: None,
-                }
-            }
-        };
-        run.database.migrate_up().await?;
-        run.warm_pool(pool_size).await?;
-        Ok(run)
-    }
-
-    /// Opens every pooled connection up front, so the first appends do not
-    /// pay for connecting and skew the latency figures.
-    async fn warm_pool(&self, pool_size: u32) -> anyhow::Result<()> {
-        match &self.database {
-            Database::Sqlite(pool) => {
-                let mut held = Vec::new();
-                for _ in 0..pool_size {
-                    held.push(pool.acquire().await.context("warming the sqlite pool")?);
-                }
-            }
-            Database::Postgres(pool) => {
-                let mut held = Vec::new();
-                for _ in 0..pool_size {
-                    held.push(pool.acquire().await.context("warming the postgres pool")?);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn event_count(&self) -> anyhow::Result<i64> {
-        let count = match &self.database {
-            Database::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await,
-            Database::Postgres(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await,
-        };
-        count.context("counting the events written")
-    }
-
-    async fn close(self) -> anyhow::Result<()> {
-        self.database.close().await;
-        if let Some((admin_url, name)) = self.postgres_admin {
-            let mut admin = PgConnection::connect(&admin_url)
-                .await
-                .context("connecting to drop the benchmark database")?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
-                .await
-                .with_context(|| format!("dropping benchmark database {name}"))?;
-            admin.close().await?;
-        }
-        Ok(())
+        support::percentile(&self.latencies, fraction)
     }
 }
 
@@ -324,6 +217,7 @@ async fn measure(
 ) -> anyhow::Result<Measurement> {
     let workers = workload.concurrency.min(workload.streams).max(1);
     let run = RunDatabase::open(backend, postgres_url, workers as u32).await?;
+    run.warm_pool(workers as u32).await?;
     let target = Arc::new(match mode {
         Mode::Store { .. } => Target::Store(run.database.event_store()),
         Mode::Naive => Target::Naive(run.database.clone()),

@@ -1,6 +1,9 @@
-//! What the relay and replay benches share: the backends and a fresh
+//! What the benches share: the backends and a fresh
 //! database per run (a SQLite file in a temp dir, or a Postgres database of
-//! its own that is dropped afterwards), as in `benches/append.rs`.
+//! its own that is dropped afterwards), for every bench.
+
+// each bench binary compiles this module and uses a part of it
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -66,6 +69,26 @@ impl RunDatabase {
         };
         run.database.migrate_up().await?;
         Ok(run)
+    }
+
+    /// Opens every pooled connection up front, so the first appends do not
+    /// pay for connecting and skew the latency figures.
+    pub async fn warm_pool(&self, pool_size: u32) -> anyhow::Result<()> {
+        match &self.database {
+            Database::Sqlite(pool) => {
+                let mut held = Vec::new();
+                for _ in 0..pool_size {
+                    held.push(pool.acquire().await.context("warming the sqlite pool")?);
+                }
+            }
+            Database::Postgres(pool) => {
+                let mut held = Vec::new();
+                for _ in 0..pool_size {
+                    held.push(pool.acquire().await.context("warming the postgres pool")?);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn event_count(&self) -> anyhow::Result<i64> {
