@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of NeuroStash: installs and starts what the tests need
-# (a throwaway PostgreSQL and a Kafka-protocol broker on loopback, the
-# Python client the outside-consumer test uses), then the whole workspace
-# suite.
+# (a throwaway PostgreSQL, a Kafka-protocol broker and an S3 server on
+# loopback, the Python client the outside-consumer test uses), then the
+# whole workspace suite.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -p domain  # extra arguments go to the test runner
@@ -27,11 +27,14 @@ fi
 
 export NEUROSTASH_PG_STATE="${TMPDIR:-/tmp}/neurostash-test-postgres.$$.state"
 export NEUROSTASH_KAFKA_STATE="${TMPDIR:-/tmp}/neurostash-test-kafka.$$.state"
-trap 'bash scripts/kafka.sh stop || true; bash scripts/postgres.sh stop || true' EXIT
+export NEUROSTASH_S3_STATE="${TMPDIR:-/tmp}/neurostash-test-s3.$$.state"
+trap 'bash scripts/s3.sh stop || true; bash scripts/kafka.sh stop || true; bash scripts/postgres.sh stop || true' EXIT
 eval "$(bash scripts/postgres.sh start)"
 log "postgres for tests at ${NEUROSTASH_TEST_POSTGRES_URL}"
 eval "$(bash scripts/kafka.sh start)"
 log "kafka broker for tests at ${NEUROSTASH_TEST_KAFKA_BROKERS}"
+eval "$(bash scripts/s3.sh start)"
+log "s3 server for tests at ${NEUROSTASH_TEST_S3_ENDPOINT}"
 eval "$(bash scripts/python-tools.sh)"
 
 export RUST_BACKTRACE=1

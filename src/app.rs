@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::db::{ConnectOptions, Database};
-use actors::objects::{LocalObjectStore, ObjectStore};
+use actors::objects::{LocalObjectStore, ObjectStore, S3ObjectStore};
 use actors::store::{EventStore, Outbox};
 use actors::{ActorOptions, ActorSystem, HandleOptions};
 use anyhow::Context;
@@ -121,7 +121,20 @@ impl Foundation {
         .context("cannot open the database")?;
         database.migrate_up().await.context("cannot apply migrations")?;
         let (store, outbox) = database.event_log();
-        let objects: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(config.data_dir.join("objects")));
+        let objects: Arc<dyn ObjectStore> = match config.s3() {
+            Some(settings) => {
+                let store = S3ObjectStore::connect(&settings)
+                    .await
+                    .context("cannot open the s3 object store")?;
+                tracing::info!(endpoint = %settings.endpoint, bucket = %settings.bucket, "objects in s3");
+                Arc::new(store)
+            }
+            None => {
+                let root = config.data_dir.join("objects");
+                tracing::info!(directory = %root.display(), "objects in the local directory");
+                Arc::new(LocalObjectStore::new(root))
+            }
+        };
         let secret = match &config.api_key_secret {
             Some(secret) => secret.clone().into_bytes(),
             None => crate::auth::load_or_create_secret(&config.data_dir.join("secrets").join("api-key-hmac"))

@@ -41,6 +41,37 @@ pub struct Config {
     pub kafka_replication_factor: i32,
     /// How soon a consumer group notices a member that died.
     pub kafka_session_timeout_ms: u64,
+    /// An S3 endpoint (`http(s)://host:port`); when set, document bytes and
+    /// artifacts live in S3 instead of `<data_dir>/objects`.
+    pub s3_endpoint: Option<String>,
+    /// The bucket, created at start when it is missing.
+    pub s3_bucket: String,
+    pub s3_region: String,
+    pub s3_access_key: Option<String>,
+    /// Never serialized, never shown by `Debug`.
+    #[serde(skip_serializing)]
+    pub s3_secret_key: Option<Secret>,
+}
+
+/// A setting that must not show up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for Config {
@@ -65,6 +96,11 @@ impl Default for Config {
             kafka_partitions: 6,
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
+            s3_endpoint: None,
+            s3_bucket: "neurostash".to_string(),
+            s3_region: "us-east-1".to_string(),
+            s3_access_key: None,
+            s3_secret_key: None,
         }
     }
 }
@@ -91,6 +127,11 @@ const NOT_SETTINGS: &[&str] = &[
     "TOOLS_DIR",
     "WRITE_SCHEMAS",
     "TEST_PYTHONPATH",
+    "TEST_S3_ENDPOINT",
+    "TEST_S3_ACCESS_KEY",
+    "TEST_S3_SECRET_KEY",
+    "S3_STATE",
+    "WEED_BIN",
 ];
 
 impl Config {
@@ -182,7 +223,85 @@ impl Config {
                 "must be 1 to 200 of the characters a-z A-Z 0-9 . _ -",
             );
         }
+        self.validate_s3()
+    }
+
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        let bucket = &self.s3_bucket;
+        // S3's bucket naming rules, the common subset every server accepts
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'))
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && !bucket.contains("..");
+        if !bucket_ok {
+            return invalid(
+                "NEUROSTASH_S3_BUCKET",
+                "must be 3 to 63 of a-z 0-9 . -, starting and ending with a letter or digit",
+            );
+        }
+        let region_ok =
+            !self.s3_region.is_empty() && self.s3_region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !region_ok {
+            return invalid("NEUROSTASH_S3_REGION", "must be a region name such as us-east-1");
+        }
+        let Some(endpoint) = &self.s3_endpoint else {
+            return Ok(());
+        };
+        let host = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        let host_ok = host.is_some_and(|rest| {
+            let authority = rest.trim_end_matches('/');
+            !authority.is_empty() && !authority.contains(['/', '?', '#', '@', ' '])
+        });
+        if !host_ok {
+            return invalid(
+                "NEUROSTASH_S3_ENDPOINT",
+                "must be an http:// or https:// url of a host (and port), without a path",
+            );
+        }
+        if self.s3_access_key.as_deref().is_none_or(|key| key.trim().is_empty()) {
+            return invalid(
+                "NEUROSTASH_S3_ACCESS_KEY",
+                "is required when NEUROSTASH_S3_ENDPOINT is set",
+            );
+        }
+        if self
+            .s3_secret_key
+            .as_ref()
+            .is_none_or(|secret| secret.expose().trim().is_empty())
+        {
+            return invalid(
+                "NEUROSTASH_S3_SECRET_KEY",
+                "is required when NEUROSTASH_S3_ENDPOINT is set",
+            );
+        }
         Ok(())
+    }
+
+    /// S3 settings when S3 is configured.
+    pub fn s3(&self) -> Option<actors::objects::S3Settings> {
+        let endpoint = self.s3_endpoint.as_deref()?;
+        Some(actors::objects::S3Settings {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            bucket: self.s3_bucket.clone(),
+            region: self.s3_region.clone(),
+            access_key: self.s3_access_key.clone().unwrap_or_default(),
+            secret_key: self
+                .s3_secret_key
+                .as_ref()
+                .map(|secret| secret.expose().to_owned())
+                .unwrap_or_default(),
+        })
     }
 
     pub fn database_url(&self) -> String {
@@ -225,6 +344,85 @@ mod tests {
         };
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("NEUROSTASH_POSTGRES_URL"), "{message}");
+    }
+
+    #[test]
+    fn s3_settings_are_validated_and_the_secret_is_never_shown() {
+        let configured = Config {
+            s3_endpoint: Some("http://127.0.0.1:8333".into()),
+            s3_access_key: Some("access".into()),
+            s3_secret_key: Some(Secret::new("hunter2-very-secret")),
+            ..Config::default()
+        };
+        configured.validate().unwrap();
+        assert!(!format!("{configured:?}").contains("hunter2-very-secret"));
+        assert!(!format!("{:?}", configured.s3().unwrap()).contains("hunter2-very-secret"));
+        assert_eq!(configured.s3().unwrap().secret_key, "hunter2-very-secret");
+        assert!(Config::default().s3().is_none());
+
+        let cases: [(&str, Config); 5] = [
+            (
+                "NEUROSTASH_S3_ENDPOINT",
+                Config {
+                    s3_endpoint: Some("s3.example.com".into()),
+                    ..configured.clone()
+                },
+            ),
+            (
+                "NEUROSTASH_S3_ENDPOINT",
+                Config {
+                    s3_endpoint: Some("http://host/path".into()),
+                    ..configured.clone()
+                },
+            ),
+            (
+                "NEUROSTASH_S3_ACCESS_KEY",
+                Config {
+                    s3_access_key: None,
+                    ..configured.clone()
+                },
+            ),
+            (
+                "NEUROSTASH_S3_SECRET_KEY",
+                Config {
+                    s3_secret_key: None,
+                    ..configured.clone()
+                },
+            ),
+            (
+                "NEUROSTASH_S3_BUCKET",
+                Config {
+                    s3_bucket: "Upper_Case".into(),
+                    ..configured.clone()
+                },
+            ),
+        ];
+        for (setting, config) in cases {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(setting), "{setting}: {message}");
+            assert!(!message.contains("hunter2-very-secret"), "{message}");
+        }
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type to figment::Error
+    #[allow(clippy::result_large_err)]
+    fn s3_settings_load_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NEUROSTASH_TEST_S3_ENDPOINT", "http://ignored:1");
+            jail.set_env("NEUROSTASH_TEST_S3_SECRET_KEY", "ignored");
+            jail.set_env("NEUROSTASH_S3_ENDPOINT", "https://s3.example.com");
+            jail.set_env("NEUROSTASH_S3_ACCESS_KEY", "AKIDEXAMPLE");
+            jail.set_env("NEUROSTASH_S3_SECRET_KEY", "from-the-environment");
+            jail.set_env("NEUROSTASH_S3_REGION", "eu-west-1");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            let settings = config.s3().expect("s3 configured");
+            assert_eq!(settings.endpoint, "https://s3.example.com");
+            assert_eq!(settings.bucket, "neurostash");
+            assert_eq!(settings.region, "eu-west-1");
+            assert_eq!(settings.secret_key, "from-the-environment");
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! End to end through HTTP, on SQLite and on Postgres.
+//! End to end through HTTP, on SQLite and on Postgres, with the objects in
+//! the local data dir or in S3.
 
 mod common;
 
-use common::{spawn_app, Backend, TestApp};
+use common::{s3_bucket_objects, spawn_app, spawn_app_configured, use_test_s3, Backend, TestApp};
 use serde_json::{json, Value};
 
 const SOLAR: &str = "Solar panels convert sunlight into electricity. Photovoltaic cells made of silicon \
@@ -40,11 +41,72 @@ fn top_file(search: &Value) -> &str {
     search["hits"][0]["file_name"].as_str().unwrap_or("<no hits>")
 }
 
+/// Where the journey's document bytes must end up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Objects {
+    Local,
+    S3,
+}
+
+/// Every file under `dir` with its bytes (none when it does not exist).
+fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(std::fs::read(&path).expect("file reads"));
+            }
+        }
+    }
+    files
+}
+
+/// The uploaded bytes are in the store the app was configured with, and
+/// only there.
+async fn assert_uploads_stored(app: &TestApp, objects: Objects) {
+    let local = files_under(&app.config.data_dir.join("objects"));
+    let uploads = [SOLAR, SOURDOUGH, GLACIERS];
+    match objects {
+        Objects::Local => {
+            for text in uploads {
+                assert!(
+                    local.iter().any(|bytes| bytes == text.as_bytes()),
+                    "{text:.20}… not in the data dir"
+                );
+            }
+        }
+        Objects::S3 => {
+            assert!(local.is_empty(), "{} objects in the local data dir", local.len());
+            let bucket = s3_bucket_objects(&app.config).await;
+            for text in uploads {
+                let stored: Vec<&String> = bucket
+                    .iter()
+                    .filter(|(_, bytes)| bytes.as_slice() == text.as_bytes())
+                    .map(|(name, _)| name)
+                    .collect();
+                assert_eq!(stored.len(), 1, "{text:.20}… in the bucket as {stored:?}");
+                assert!(stored[0].starts_with("tenants/"), "{stored:?}");
+            }
+        }
+    }
+}
+
 async fn full_journey(backend: Backend) {
-    let app = spawn_app(backend).await;
+    journey(spawn_app(backend).await, Objects::Local).await;
+}
+
+async fn journey(app: TestApp, objects: Objects) {
     let (_user_id, key) = app.create_user("ada@example.com").await;
     let kb = app.create_knowledge_base(&key, "notes").await;
     let ids = ingest_three(&app, &key, &kb).await;
+    assert_uploads_stored(&app, objects).await;
 
     let (status, links) = app.get(&format!("/v1/knowledge-bases/{kb}/documents"), &key).await;
     assert_eq!(status, 200);
@@ -109,6 +171,18 @@ async fn full_journey(backend: Backend) {
             .all(|hit| hit["file_name"] != "sourdough.md"),
         "{result}"
     );
+    if objects == Objects::S3 {
+        // the deleted document's bytes are gone from the bucket too
+        let bucket = s3_bucket_objects(&app.config).await;
+        assert!(
+            bucket.values().all(|bytes| bytes.as_slice() != SOURDOUGH.as_bytes()),
+            "the deleted document is still in the bucket"
+        );
+        assert!(
+            bucket.values().all(|bytes| bytes.as_slice() != b"other text"),
+            "the refused upload left its bytes in the bucket"
+        );
+    }
     app.shutdown().await;
 }
 
@@ -120,6 +194,12 @@ async fn full_journey_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_journey_on_postgres() {
     full_journey(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_journey_on_postgres_with_s3_objects() {
+    let app = spawn_app_configured(Backend::Postgres, use_test_s3).await;
+    journey(app, Objects::S3).await;
 }
 
 async fn tenants_are_isolated(backend: Backend) {

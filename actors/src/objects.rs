@@ -1,9 +1,16 @@
-//! The object-store port (document bytes and artifacts) and its local-directory
-//! adapter for the embedded mode.
+//! The object-store port (document bytes and artifacts) and its adapters: a
+//! local directory for the embedded mode, and S3 ([`S3ObjectStore`]) for
+//! deployments that share objects between processes.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+
+mod s3;
+
+pub use s3::{
+    test_s3_settings, S3ObjectStore, S3Settings, TEST_S3_ACCESS_KEY_VAR, TEST_S3_ENDPOINT_VAR, TEST_S3_SECRET_KEY_VAR,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectStoreError {
@@ -17,6 +24,18 @@ pub enum ObjectStoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The S3 server refused the credentials or the request's permissions.
+    #[error("object store refused access to {target}: {reason} (check the access key and secret key)")]
+    AccessDenied { target: String, reason: String },
+    /// The S3 bucket is missing and could not be created, or cannot be used.
+    #[error("object store bucket {bucket} is unavailable: {reason}")]
+    Bucket { bucket: String, reason: String },
+    /// An S3 request failed for another reason (network, server error).
+    #[error("object store request for {target} failed: {reason}")]
+    Request { target: String, reason: String },
+    /// The S3 settings cannot be used (endpoint, region, bucket name).
+    #[error("invalid object store settings: {0}")]
+    Settings(String),
 }
 
 #[async_trait]
@@ -42,18 +61,26 @@ impl LocalObjectStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, ObjectStoreError> {
-        let plain_segments = !key.is_empty()
-            && key.split('/').all(|segment| {
-                !segment.is_empty()
-                    && segment != "."
-                    && segment != ".."
-                    && !segment.contains('\\')
-                    && !segment.chars().any(char::is_control)
-            });
-        if !plain_segments {
-            return Err(ObjectStoreError::InvalidKey(key.to_owned()));
-        }
+        validate_key(key)?;
         Ok(self.root.join(Path::new(key)))
+    }
+}
+
+/// The keys every adapter accepts: `/`-separated plain segments (no empty,
+/// `.` or `..` segment, no backslash, no control character).
+pub fn validate_key(key: &str) -> Result<(), ObjectStoreError> {
+    let plain_segments = !key.is_empty()
+        && key.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && !segment.contains('\\')
+                && !segment.chars().any(char::is_control)
+        });
+    if plain_segments {
+        Ok(())
+    } else {
+        Err(ObjectStoreError::InvalidKey(key.to_owned()))
     }
 }
 

@@ -40,6 +40,45 @@ async fn postgres_url() -> String {
     url
 }
 
+/// Points `config` at the tests' S3 server (`NEUROSTASH_TEST_S3_*`, which
+/// `scripts/s3.sh` prints), in a bucket of its own.
+pub fn use_test_s3(config: &mut Config) {
+    let settings = actors::objects::test_s3_settings().expect(
+        "NEUROSTASH_TEST_S3_ENDPOINT, _ACCESS_KEY and _SECRET_KEY must name an S3 server (scripts/test.sh starts one)",
+    );
+    config.s3_endpoint = Some(settings.endpoint);
+    config.s3_bucket = settings.bucket;
+    config.s3_access_key = Some(settings.access_key);
+    config.s3_secret_key = Some(neurostash::config::Secret::new(settings.secret_key));
+}
+
+/// Every object in the configured S3 bucket with its bytes, read through
+/// the minio client's own listing.
+pub async fn s3_bucket_objects(config: &Config) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use actors::objects::ObjectStore;
+    use futures::StreamExt;
+    use minio::s3::types::ToStream;
+
+    let settings = config.s3().expect("s3 is configured");
+    let store = actors::objects::S3ObjectStore::new(&settings).expect("s3 client");
+    let mut pages = store
+        .client()
+        .list_objects(settings.bucket.as_str())
+        .expect("bucket name")
+        .recursive(true)
+        .build()
+        .to_stream()
+        .await;
+    let mut objects = std::collections::BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        for entry in page.expect("bucket listing").contents {
+            let bytes = store.get(&entry.name).await.expect("listed object reads");
+            objects.insert(entry.name, bytes);
+        }
+    }
+    objects
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_configured(backend, |_| {}).await
 }
@@ -369,6 +408,7 @@ pub fn embedded_command(data_dir: &std::path::Path, args: &[&str]) -> std::proce
         .arg(data_dir)
         .env_remove("NEUROSTASH_POSTGRES_URL")
         .env_remove("NEUROSTASH_KAFKA_BROKERS")
+        .env_remove("NEUROSTASH_S3_ENDPOINT")
         .env_remove("NEUROSTASH_CONFIG")
         .env_remove("NEUROSTASH_DATA_DIR")
         .env("NEUROSTASH_LOG", "warn");
