@@ -136,7 +136,7 @@ impl Foundation {
             }
         };
         let secret = match &config.api_key_secret {
-            Some(secret) => secret.clone().into_bytes(),
+            Some(secret) => secret.expose().as_bytes().to_vec(),
             None => crate::auth::load_or_create_secret(&config.data_dir.join("secrets").join("api-key-hmac"))
                 .context("cannot read or create the api key secret")?,
         };

@@ -20,7 +20,8 @@ pub struct Config {
     pub postgres_max_connections: u32,
     /// Secret under which API key secrets are hashed (HMAC-SHA256). When
     /// unset, one is generated once and kept in `<data_dir>/secrets/`.
-    pub api_key_secret: Option<String>,
+    #[serde(skip_serializing)]
+    pub api_key_secret: Option<Secret>,
     pub actor_idle_timeout_secs: u64,
     /// How long a write waits for the registry to show it before answering.
     pub read_your_writes_timeout_ms: u64,
@@ -173,7 +174,7 @@ impl Config {
             }
         }
         if let Some(secret) = &self.api_key_secret {
-            if secret.len() < 32 {
+            if secret.expose().len() < 32 {
                 return invalid("NEUROSTASH_API_KEY_SECRET", "must be at least 32 characters");
             }
         }
