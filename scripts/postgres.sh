@@ -16,6 +16,9 @@ STATE_FILE="${NEUROSTASH_PG_STATE:-${TMPDIR:-/tmp}/neurostash-postgres.state}"
 
 log() { echo "postgres.sh: $*" >&2; }
 
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # Runs a server binary as the unprivileged owner of the data directory.
 as_owner() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -52,11 +55,6 @@ install_postgres() {
         apt-get update >&2
         apt-get install -y postgresql >&2
     fi
-}
-
-port_in_use() {
-    # A successful connect means something already listens there.
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 print_export() {
