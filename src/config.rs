@@ -406,6 +406,22 @@ mod tests {
     }
 
     #[test]
+    fn the_api_key_secret_is_checked_and_never_shown() {
+        let short = Config {
+            api_key_secret: Some(Secret::new("too-short")),
+            ..Config::default()
+        };
+        let message = short.validate().unwrap_err().to_string();
+        assert!(message.contains("NEUROSTASH_API_KEY_SECRET"), "{message}");
+        let configured = Config {
+            api_key_secret: Some(Secret::new("an-api-key-secret-of-32-characters-or-more")),
+            ..Config::default()
+        };
+        configured.validate().unwrap();
+        assert!(!format!("{configured:?}").contains("an-api-key-secret"));
+    }
+
+    #[test]
     // figment's Jail fixes the closure's error type to figment::Error
     #[allow(clippy::result_large_err)]
     fn s3_settings_load_from_the_environment() {
