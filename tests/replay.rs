@@ -8,38 +8,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::corpus::{searches, DOCUMENTS};
 use common::{spawn_app, Backend, TestApp};
 use domain::LogPosition;
 use neurostash::replay::{ReplayContext, ReplayOutcome, ReplayProgress, ReplayRequest, ReplayTarget, Silent};
 use projections::generations::{GenerationName, GenerationState, Generations};
 use projections::registry::{Registry, RegistryDump};
 use projections::runtime::Projection;
-use serde_json::Value;
 use tokio::sync::watch;
-
-const DOCUMENTS: &[(&str, &str)] = &[
-    (
-        "tides.txt",
-        "Tides rise and fall twice a day because the moon's gravity pulls the oceans. Spring tides \
-         come when the sun and the moon line up; neap tides when they stand at right angles.",
-    ),
-    (
-        "bees.md",
-        "# Honey bees\n\nWorker bees dance to tell the hive where flowers are. The waggle dance \
-         encodes the direction and the distance of the nectar from the hive.",
-    ),
-    (
-        "compilers.txt",
-        "A compiler parses source code into a syntax tree, checks its types, and lowers it to \
-         machine code. Register allocation maps variables onto the processor's registers.",
-    ),
-];
-
-const QUERIES: &[&str] = &[
-    "why are there two tides a day",
-    "waggle dance of worker bees",
-    "register allocation in a compiler",
-];
 
 /// Asks the job to stop once it has applied its first batch.
 struct StopAfterFirstBatch(watch::Sender<bool>);
@@ -63,16 +39,6 @@ fn context(app: &TestApp) -> ReplayContext {
 
 fn name(text: &str) -> GenerationName {
     GenerationName::parse(text).unwrap()
-}
-
-async fn searches(app: &TestApp, key: &str, kb: &str) -> Vec<Value> {
-    let mut results = Vec::new();
-    for query in QUERIES {
-        let (status, body) = app.search(key, kb, query, 5).await;
-        assert_eq!(status, 200, "search {query:?}: {body}");
-        results.push(body);
-    }
-    results
 }
 
 async fn live(app: &TestApp, projection: &str) -> GenerationName {
