@@ -4,6 +4,7 @@
 
 pub mod aggregate_actor;
 pub mod artifact;
+pub mod crypto;
 pub mod db;
 pub mod objects;
 pub mod store;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod knowledge_base;
+pub mod sealed;
 pub mod tenant;
 pub mod testing;
 
@@ -20,3 +21,4 @@ pub use envelope::{EventEnvelope, EventMetadata, LogPosition, SCHEMA_VERSION};
 pub use error::DomainError;
 pub use event::{AnyEvent, EventDecodeError, EventPayload};
 pub use ids::{ApiKeyId, DocumentId, KnowledgeBaseId, StreamId, TenantId};
+pub use sealed::Sealed;
