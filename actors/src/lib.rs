@@ -6,6 +6,7 @@ pub mod aggregate_actor;
 pub mod artifact;
 pub mod crypto;
 pub mod db;
+pub mod keys;
 pub mod objects;
 pub mod store;
 pub mod supervisor;

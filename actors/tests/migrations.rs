@@ -14,10 +14,11 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 13] = [
+const EXPECTED_TABLES: [&str; 14] = [
     "api_keys",
     "audit_log",
     "documents_registry",
+    "encryption_keys",
     "events",
     "knowledge_base_documents",
     "knowledge_bases",
@@ -317,6 +318,8 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         index("audit_log", false, &["event_type"]),
         // One live generation per projection (a partial index).
         index("projection_generations", true, &["projection"]),
+        // One active data key per tenant (a partial index).
+        index("encryption_keys", true, &["user_id"]),
     ];
     if backend == Backend::Postgres {
         // The log order readers page by.
@@ -411,6 +414,9 @@ async fn write_sample_rows(database: &Database) {
         "INSERT INTO projection_applied (projection, stream_id, version) VALUES ('registry', 'tenant-x', 1)",
         "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, 'relay-1', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ('registry', 't', 0, 1)",
+        "INSERT INTO encryption_keys (id, user_id, wrapped_key, master_key_id, created_at) VALUES \
+         ('0123456789abcdef', '7b0b7f5e-0000-4000-8000-000000000001', 'wrapped', 'master', \
+          '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO audit_log (seq, event_id, log_commit, log_position, stream_id, stream_version, event_type, \
          recorded_at, tenant_id, actor_key_id, correlation_id, data_sha256, prev_hash, hash) VALUES \
          (1, '7b0b7f5e-0000-4000-8000-000000000004', 1, 1, 'tenant-x', 1, 'tenant.registered', \
