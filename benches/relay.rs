@@ -45,6 +45,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actors::crypto::{seal_field, DataKey};
 use actors::db::TEST_POSTGRES_URL_VAR;
 use actors::store::{EventStore, ExpectedVersion, NewEvent, Outbox, RecordedEvent};
 use anyhow::{bail, Context};
@@ -160,7 +161,13 @@ fn document_events(tenant: TenantId, stream_index: usize, count: usize) -> (Docu
     let mut events = vec![DocumentEvent::DocumentRegistered {
         document_id,
         tenant_id: tenant,
-        file_name: FileName::parse(&file_name).expect("a valid file name"),
+        // sealed as the api seals it, so the message has its real size
+        file_name: seal_field(
+            &DataKey::generate(tenant),
+            "file_name",
+            FileName::parse(&file_name).expect("a valid file name").as_str(),
+        )
+        .into(),
         content_type: "application/pdf".to_string(),
         size_bytes: 48_213 + stream_index as u64,
         sha256: format!("{:064x}", stream_index as u128 * 0x9e37_79b9_7f4a_7c15),

@@ -40,6 +40,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actors::crypto::{seal_field, DataKey};
 use actors::db::{Database, TEST_POSTGRES_URL_VAR};
 use actors::store::{EventStore, ExpectedVersion, NewEvent};
 use anyhow::{bail, Context};
@@ -188,10 +189,17 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
         last: LogPosition::START,
     };
     let tenant_stream = tenant.stream_id();
+    // sealed as the api seals them, so events have their real size
+    let data_key = DataKey::generate(tenant);
     let key = |number: usize| ApiKeyId(format!("key-{}-{number}", tenant.0.simple()));
     let mut opening = vec![TenantEvent::TenantRegistered {
         tenant_id: tenant,
-        email: Email::parse(&email).context("a valid email")?,
+        email: seal_field(
+            &data_key,
+            "email",
+            Email::parse(&email).context("a valid email")?.as_str(),
+        )
+        .into(),
         role: if index == 0 { Role::Admin } else { Role::User },
     }];
     opening.extend((0..3).map(|number| TenantEvent::ApiKeyIssued {
@@ -226,7 +234,12 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
         let registered = DocumentEvent::DocumentRegistered {
             document_id,
             tenant_id: tenant,
-            file_name: FileName::parse(&file_name).context("a valid file name")?,
+            file_name: seal_field(
+                &data_key,
+                "file_name",
+                FileName::parse(&file_name).context("a valid file name")?.as_str(),
+            )
+            .into(),
             content_type: "text/markdown".to_string(),
             size_bytes: 4_096 + number as u64 * 17,
             sha256: format!("{:064x}", number as u128 * 0x2545_f491_4f6c_dd1d + index as u128),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::db::{ConnectOptions, Database};
-use actors::objects::{LocalObjectStore, ObjectStore, S3ObjectStore};
+use actors::keys::KeyVault;
+use actors::objects::{EncryptedObjectStore, LocalObjectStore, ObjectStore, S3ObjectStore};
 use actors::store::{EventStore, Outbox};
 use actors::{ActorOptions, ActorSystem, HandleOptions};
 use anyhow::Context;
@@ -79,7 +80,12 @@ pub struct App {
     pub database: Database,
     pub store: Arc<dyn EventStore>,
     pub outbox: Arc<dyn Outbox>,
+    /// Encrypts every tenant's objects on the way in, decrypts on the way out.
     pub objects: Arc<dyn ObjectStore>,
+    /// The store underneath, for what is not a tenant's object (the plain
+    /// staging area of presigned uploads).
+    pub raw_objects: Arc<dyn ObjectStore>,
+    pub vault: Arc<KeyVault>,
     pub actors: ActorSystem,
     pub registry: Registry,
     /// What keeps the registry current: the log, Kafka, or another process.
@@ -96,13 +102,15 @@ pub struct App {
     pub relay: Option<RelayHandle>,
 }
 
-/// The parts every role needs: a migrated database, its event store and the
-/// object store.
+/// The parts every role needs: a migrated database, its event store, the key
+/// vault and the object store.
 pub struct Foundation {
     pub database: Database,
     pub store: Arc<dyn EventStore>,
     pub outbox: Arc<dyn Outbox>,
     pub objects: Arc<dyn ObjectStore>,
+    pub raw_objects: Arc<dyn ObjectStore>,
+    pub vault: Arc<KeyVault>,
     pub key_hasher: KeyHasher,
 }
 
@@ -121,7 +129,7 @@ impl Foundation {
         .context("cannot open the database")?;
         database.migrate_up().await.context("cannot apply migrations")?;
         let (store, outbox) = database.event_log();
-        let objects: Arc<dyn ObjectStore> = match config.s3() {
+        let raw_objects: Arc<dyn ObjectStore> = match config.s3() {
             Some(settings) => {
                 let store = S3ObjectStore::connect(&settings)
                     .await
@@ -140,11 +148,24 @@ impl Foundation {
             None => crate::auth::load_or_create_secret(&config.data_dir.join("secrets").join("api-key-hmac"))
                 .context("cannot read or create the api key secret")?,
         };
+        let master = crate::auth::load_master_key(config)?;
+        let vault = Arc::new(KeyVault::new(database.clone(), master));
+        vault
+            .check_master_key()
+            .await
+            .context("the configured master key cannot read the stored data keys")?;
+        tracing::info!(
+            master_key_id = vault.master_key_id(),
+            "documents, artifacts and sensitive event fields are encrypted"
+        );
+        let objects: Arc<dyn ObjectStore> = Arc::new(EncryptedObjectStore::new(raw_objects.clone(), vault.clone()));
         Ok(Foundation {
             database,
             store,
             outbox,
             objects,
+            raw_objects,
+            vault,
             key_hasher: KeyHasher::new(secret),
         })
     }
@@ -163,6 +184,8 @@ impl App {
             store,
             outbox,
             objects,
+            raw_objects,
+            vault,
             key_hasher,
         } = Foundation::open(&config).await?;
         let kafka = config.kafka();
@@ -248,6 +271,7 @@ impl App {
                 actors.clone(),
                 registry.clone(),
                 objects.clone(),
+                vault.clone(),
                 embedder.clone(),
                 ProcessorOptions::from_config(&config),
             )
@@ -266,6 +290,8 @@ impl App {
             store,
             outbox,
             objects,
+            raw_objects,
+            vault,
             actors,
             registry,
             registry_feed,

@@ -75,15 +75,56 @@ pub fn parse_token(token: &str) -> Option<(ApiKeyId, &str)> {
     Some((ApiKeyId(key_id.to_owned()), secret))
 }
 
+/// Reads the master key: from the configuration, from the configured key
+/// file, or from `<data_dir>/secrets/master.key`, generated on first use.
+pub fn load_master_key(config: &crate::config::Config) -> anyhow::Result<actors::crypto::MasterKey> {
+    use actors::crypto::MasterKey;
+    use anyhow::Context;
+    if let Some(key) = &config.master_key {
+        return MasterKey::parse(key.expose()).context("NEUROSTASH_MASTER_KEY is invalid");
+    }
+    if let Some(path) = &config.master_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the master key file {}", path.display()))?;
+        return MasterKey::parse(&text).with_context(|| format!("the master key file {} is invalid", path.display()));
+    }
+    let path = config.data_dir.join("secrets").join("master.key");
+    let fresh = MasterKey::generate();
+    let text = load_or_create_file(&path, 64, || fresh.to_hex().as_bytes().to_vec())
+        .with_context(|| format!("cannot read or create the master key file {}", path.display()))?;
+    let key = MasterKey::parse(&String::from_utf8_lossy(&text))
+        .with_context(|| format!("the master key file {} is invalid", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        master_key_id = key.id(),
+        "the master key sits in the data directory: set NEUROSTASH_MASTER_KEY or NEUROSTASH_MASTER_KEY_FILE to keep it apart from the data it protects"
+    );
+    Ok(key)
+}
+
 /// Reads the server secret from `path`, creating it (readable by the owner
 /// only) on first use.
 pub fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    load_or_create_file(path, 32, || {
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        hex::encode(secret).into_bytes()
+    })
+}
+
+/// Reads a secret file of at least `min_len` bytes, or creates it (mode
+/// 0600, never overwriting a file that appeared meanwhile) from `make`.
+fn load_or_create_file(
+    path: &std::path::Path,
+    min_len: usize,
+    make: impl FnOnce() -> Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     match std::fs::read(path) {
-        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(secret) if secret.len() >= min_len => return Ok(secret),
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("secret file {} is shorter than 32 bytes", path.display()),
+                format!("secret file {} is shorter than {min_len} bytes", path.display()),
             ))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -92,16 +133,26 @@ pub fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>>
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut secret = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut secret);
-    let encoded = hex::encode(secret);
+    let encoded = make();
+    // written whole beside the target, then linked into place: another
+    // process never reads a half-written secret, and the first link wins
+    let staging = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     use std::io::Write;
-    options.open(path)?.write_all(encoded.as_bytes())?;
-    Ok(encoded.into_bytes())
+    let written = options
+        .open(&staging)
+        .and_then(|mut file| file.write_all(&encoded).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::hard_link(&staging, path));
+    let _ = std::fs::remove_file(&staging);
+    match written {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return std::fs::read(path),
+        Err(error) => return Err(error),
+    }
+    Ok(encoded)
 }
 
 #[cfg(test)]

@@ -551,6 +551,7 @@ async fn create_user_offline(config: &Config, email: &str, role: Role) -> anyhow
     let user = register_user(
         &actors,
         &foundation.key_hasher,
+        &foundation.vault,
         email,
         role,
         EventMetadata::system(Uuid::now_v7()),
@@ -603,6 +604,7 @@ async fn bootstrap_admin(app: &Arc<App>) -> anyhow::Result<()> {
     let user = register_user(
         &app.actors,
         &app.key_hasher,
+        &app.vault,
         email,
         Role::Admin,
         EventMetadata::system(Uuid::now_v7()),

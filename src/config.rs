@@ -22,6 +22,13 @@ pub struct Config {
     /// unset, one is generated once and kept in `<data_dir>/secrets/`.
     #[serde(skip_serializing)]
     pub api_key_secret: Option<Secret>,
+    /// The master key that wraps every tenant's data key: 32 bytes as 64
+    /// hex characters or base64. Never serialized, never shown by `Debug`.
+    #[serde(skip_serializing)]
+    pub master_key: Option<Secret>,
+    /// A file holding the master key instead (e.g. a mounted secret). With
+    /// neither set, one is generated once in `<data_dir>/secrets/master.key`.
+    pub master_key_file: Option<PathBuf>,
     pub actor_idle_timeout_secs: u64,
     /// How long a write waits for the registry to show it before answering.
     pub read_your_writes_timeout_ms: u64,
@@ -83,6 +90,8 @@ impl Default for Config {
             postgres_url: None,
             postgres_max_connections: 16,
             api_key_secret: None,
+            master_key: None,
+            master_key_file: None,
             actor_idle_timeout_secs: 300,
             read_your_writes_timeout_ms: 5_000,
             max_upload_bytes: 25 * 1024 * 1024,
@@ -176,6 +185,18 @@ impl Config {
         if let Some(secret) = &self.api_key_secret {
             if secret.expose().len() < 32 {
                 return invalid("NEUROSTASH_API_KEY_SECRET", "must be at least 32 characters");
+            }
+        }
+        if let Some(key) = &self.master_key {
+            if self.master_key_file.is_some() {
+                return invalid(
+                    "NEUROSTASH_MASTER_KEY",
+                    "set either it or NEUROSTASH_MASTER_KEY_FILE, not both",
+                );
+            }
+            // the parse error names the expected shape, never the value
+            if let Err(error) = actors::crypto::MasterKey::parse(key.expose()) {
+                return invalid("NEUROSTASH_MASTER_KEY", &error.to_string());
             }
         }
         if self.chunk_max_words == 0 || self.chunk_overlap_words >= self.chunk_max_words {
@@ -419,6 +440,30 @@ mod tests {
         };
         configured.validate().unwrap();
         assert!(!format!("{configured:?}").contains("an-api-key-secret"));
+    }
+
+    #[test]
+    fn the_master_key_is_checked_and_never_shown() {
+        let key = "ab".repeat(32);
+        let malformed = Config {
+            master_key: Some(Secret::new(format!("{key}00"))),
+            ..Config::default()
+        };
+        let message = malformed.validate().unwrap_err().to_string();
+        assert!(message.contains("NEUROSTASH_MASTER_KEY"), "{message}");
+        assert!(!message.contains(&key), "{message}");
+        let both = Config {
+            master_key: Some(Secret::new(key.clone())),
+            master_key_file: Some(PathBuf::from("/run/secrets/master.key")),
+            ..Config::default()
+        };
+        assert!(both.validate().is_err());
+        let configured = Config {
+            master_key: Some(Secret::new(key.clone())),
+            ..Config::default()
+        };
+        configured.validate().unwrap();
+        assert!(!format!("{configured:?}").contains(&key));
     }
 
     #[test]

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::artifact::{ArtifactChunk, ChunkArtifact};
+use actors::keys::{KeyError, KeyVault};
 use actors::objects::ObjectStore;
 use actors::store::{EventStore, RecordedEvent};
 use actors::{ActorSystem, CommandError};
 use async_trait::async_trait;
 use chrono::Utc;
-use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent};
-use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition};
+use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, FileName};
+use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition, Protected};
 use projections::consumed::{ConsumedProjection, OffsetStore, PartitionOffset};
 use projections::registry::Registry;
 use projections::runtime::{Projection, ProjectionError, ProjectionRunner, RunnerOptions};
@@ -59,6 +60,8 @@ impl ProcessorOptions {
 struct Shared {
     actors: ActorSystem,
     objects: Arc<dyn ObjectStore>,
+    /// Opens the sealed file name, whose extension picks the extractor.
+    vault: Arc<KeyVault>,
     embedder: Arc<dyn Embedder>,
     options: ProcessorOptions,
     /// Identifies this process's workers in leases.
@@ -116,6 +119,7 @@ impl Processor {
         actors: ActorSystem,
         registry: Registry,
         objects: Arc<dyn ObjectStore>,
+        vault: Arc<KeyVault>,
         embedder: Arc<dyn Embedder>,
         options: ProcessorOptions,
     ) -> anyhow::Result<ProcessorHandle> {
@@ -124,6 +128,7 @@ impl Processor {
         let shared = Arc::new(Shared {
             actors,
             objects,
+            vault,
             embedder,
             worker_id: format!(
                 "worker-{}-{}",
@@ -299,6 +304,8 @@ enum AttemptError {
     Objects(#[from] actors::objects::ObjectStoreError),
     #[error("could not encode the artifact: {0}")]
     Artifact(#[from] actors::artifact::ArtifactError),
+    #[error("document metadata unreadable: {0}")]
+    Keys(#[from] actors::keys::KeyError),
     #[error("pipeline task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -351,12 +358,29 @@ async fn process(shared: &Shared, document_id: DocumentId) -> Result<(), Attempt
         )) => return Ok(()),
         Err(error) => return Err(error.into()),
     }
-    tracing::info!(%document_id, file_name = file_name.as_str(), "processing document");
+    // the file name is the tenant's secret: logs name the document by id
+    tracing::info!(%document_id, "processing document");
 
+    let extension = match &file_name {
+        Protected::Sealed(sealed) => match shared.vault.open(tenant_id, "file_name", sealed).await {
+            Ok(name) => name,
+            // the tenant was erased while its document waited: nothing of it
+            // can be read again, so retrying would only spin
+            Err(error @ (KeyError::Missing { .. } | KeyError::NoKeys { .. })) => {
+                let command = DocumentCommand::FailProcessing {
+                    worker: shared.worker_id.clone(),
+                    reason: format!("the document cannot be decrypted: {error}"),
+                };
+                return finish(documents, stream_id, command, metadata).await;
+            }
+            Err(error) => return Err(error.into()),
+        },
+        Protected::Plain(plain) => plain.clone(),
+    };
+    let extension = FileName::parse(&extension).ok().and_then(|name| name.extension());
     let bytes = shared.objects.get(&object_key).await?;
     let embedder = shared.embedder.clone();
     let chunking = shared.options.chunking;
-    let extension = file_name.extension();
     let outcome = tokio::task::spawn_blocking(move || -> Result<ChunkArtifact, String> {
         let extracted = extract_text(extension.as_deref(), &bytes).map_err(|error| error.to_string())?;
         let chunks = chunk_text(&extracted.text, &chunking);
@@ -402,6 +426,16 @@ async fn process(shared: &Shared, document_id: DocumentId) -> Result<(), Attempt
             reason,
         },
     };
+    finish(documents, stream_id, command, metadata).await
+}
+
+/// Sends the attempt's result: completed or failed.
+async fn finish(
+    documents: &actors::AggregateHandle<Document>,
+    stream_id: domain::StreamId,
+    command: DocumentCommand,
+    metadata: EventMetadata,
+) -> Result<(), AttemptError> {
     match documents.execute(stream_id, command, metadata).await {
         Ok(_) => Ok(()),
         // the lease expired and another worker took over: its result counts

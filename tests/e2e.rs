@@ -5,6 +5,7 @@ mod common;
 
 use common::{s3_bucket_objects, spawn_app, spawn_app_configured, use_test_s3, Backend, TestApp};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 const SOLAR: &str = "Solar panels convert sunlight into electricity. Photovoltaic cells made of silicon \
     absorb photons and release electrons. Inverters turn the direct current of the panels into \
@@ -48,9 +49,10 @@ enum Objects {
     S3,
 }
 
-/// Every file under `dir` with its bytes (none when it does not exist).
-fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
-    let mut files = Vec::new();
+/// Every file under `dir`, keyed by its path relative to `dir` (none when
+/// it does not exist).
+fn files_under(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(next) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&next) else {
@@ -61,40 +63,58 @@ fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
             if path.is_dir() {
                 pending.push(path);
             } else {
-                files.push(std::fs::read(&path).expect("file reads"));
+                let key = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(key, std::fs::read(&path).expect("file reads"));
             }
         }
     }
     files
 }
 
+/// Phrases of the uploads that must never be readable at rest.
+const PHRASES: [&str; 6] = [
+    "Photovoltaic",
+    "Inverters turn",
+    "sourdough starter",
+    "lactic acid",
+    "Moraines",
+    "meltwater",
+];
+
 /// The uploaded bytes are in the store the app was configured with, and
-/// only there.
+/// only there, and only as ciphertext: every object is in the encrypted
+/// format, no phrase of any upload shows in it, and each upload decrypts
+/// back from exactly one object.
 async fn assert_uploads_stored(app: &TestApp, objects: Objects) {
     let local = files_under(&app.config.data_dir.join("objects"));
-    let uploads = [SOLAR, SOURDOUGH, GLACIERS];
-    match objects {
-        Objects::Local => {
-            for text in uploads {
-                assert!(
-                    local.iter().any(|bytes| bytes == text.as_bytes()),
-                    "{text:.20}… not in the data dir"
-                );
-            }
-        }
+    let stored = match objects {
+        Objects::Local => local,
         Objects::S3 => {
             assert!(local.is_empty(), "{} objects in the local data dir", local.len());
-            let bucket = s3_bucket_objects(&app.config).await;
-            for text in uploads {
-                let stored: Vec<&String> = bucket
-                    .iter()
-                    .filter(|(_, bytes)| bytes.as_slice() == text.as_bytes())
-                    .map(|(name, _)| name)
-                    .collect();
-                assert_eq!(stored.len(), 1, "{text:.20}… in the bucket as {stored:?}");
-                assert!(stored[0].starts_with("tenants/"), "{stored:?}");
+            s3_bucket_objects(&app.config).await
+        }
+    };
+    assert!(stored.len() >= 6, "3 documents and 3 artifacts: {:?}", stored.keys());
+    for (key, bytes) in &stored {
+        assert!(key.starts_with("tenants/"), "{key}");
+        assert!(bytes.starts_with(b"NSE1"), "{key} is not in the encrypted format");
+        for phrase in PHRASES {
+            let plain = bytes.windows(phrase.len()).any(|window| window == phrase.as_bytes());
+            assert!(!plain, "{phrase:?} readable in stored object {key}");
+        }
+    }
+    for text in [SOLAR, SOURDOUGH, GLACIERS] {
+        let mut holders = Vec::new();
+        for key in stored.keys().filter(|key| key.contains("/documents/")) {
+            if app.app.objects.get(key).await.expect("document decrypts") == text.as_bytes() {
+                holders.push(key.clone());
             }
         }
+        assert_eq!(holders.len(), 1, "{text:.20}… decrypts from {holders:?}");
     }
 }
 

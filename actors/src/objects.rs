@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+mod encrypted;
 mod s3;
+
+pub use encrypted::{tenant_of_key, tenant_prefix, EncryptedObjectStore, TENANT_PREFIX};
 
 pub use s3::{
     test_s3_settings, S3ObjectStore, S3Settings, TEST_S3_ACCESS_KEY_VAR, TEST_S3_ENDPOINT_VAR, TEST_S3_SECRET_KEY_VAR,
@@ -33,6 +36,10 @@ pub enum ObjectStoreError {
     /// An S3 request failed for another reason (network, server error).
     #[error("object store request for {target} failed: {reason}")]
     Request { target: String, reason: String },
+    /// An encrypted object that cannot be opened: its key is destroyed (the
+    /// tenant was erased), or its bytes fail authentication.
+    #[error("object {key} cannot be decrypted: {reason}")]
+    Unreadable { key: String, reason: String },
     /// The S3 settings cannot be used (endpoint, region, bucket name).
     #[error("invalid object store settings: {0}")]
     Settings(String),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{DocumentId, TenantId};
+use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
 pub const MAX_FILE_NAME_BYTES: usize = 255;
@@ -79,10 +80,13 @@ pub struct ArtifactRef {
 
 #[derive(Debug, Clone)]
 pub enum DocumentCommand {
+    /// `file_name` is checked against the id; only `sealed_file_name`, made
+    /// by the caller under the tenant's data key, is kept.
     Register {
         document_id: DocumentId,
         tenant_id: TenantId,
         file_name: FileName,
+        sealed_file_name: Sealed,
         content_type: String,
         size_bytes: u64,
         sha256: String,
@@ -113,7 +117,8 @@ pub enum DocumentEvent {
     DocumentRegistered {
         document_id: DocumentId,
         tenant_id: TenantId,
-        file_name: FileName,
+        /// Sealed under the tenant's data key.
+        file_name: Protected,
         content_type: String,
         size_bytes: u64,
         sha256: String,
@@ -151,7 +156,7 @@ pub struct Lease {
 pub struct Document {
     pub id: Option<DocumentId>,
     pub tenant_id: Option<TenantId>,
-    pub file_name: Option<FileName>,
+    pub file_name: Option<Protected>,
     pub content_type: Option<String>,
     pub object_key: Option<String>,
     pub status: Option<DocumentStatus>,
@@ -202,6 +207,7 @@ impl Aggregate for Document {
                 document_id,
                 tenant_id,
                 file_name,
+                sealed_file_name,
                 content_type,
                 size_bytes,
                 sha256,
@@ -224,7 +230,7 @@ impl Aggregate for Document {
                 Ok(vec![DocumentEvent::DocumentRegistered {
                     document_id: *document_id,
                     tenant_id: *tenant_id,
-                    file_name: file_name.clone(),
+                    file_name: Protected::Sealed(sealed_file_name.clone()),
                     content_type: content_type.clone(),
                     size_bytes: *size_bytes,
                     sha256: sha256.clone(),

@@ -21,4 +21,4 @@ pub use envelope::{EventEnvelope, EventMetadata, LogPosition, SCHEMA_VERSION};
 pub use error::DomainError;
 pub use event::{AnyEvent, EventDecodeError, EventPayload};
 pub use ids::{ApiKeyId, DocumentId, KnowledgeBaseId, StreamId, TenantId};
-pub use sealed::Sealed;
+pub use sealed::{Protected, Sealed};

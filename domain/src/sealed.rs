@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The prefix of the current sealed-value format.
 pub const SEALED_PREFIX: &str = "nsf1.";
 
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(transparent)]
 #[schemars(
     description = "a value sealed with XChaCha20-Poly1305 under the tenant's data key: nsf1.<key id>.<base64url nonce+ciphertext>"
@@ -39,6 +39,49 @@ impl Sealed {
     pub fn key_id(&self) -> &str {
         let rest = &self.0[SEALED_PREFIX.len()..];
         rest.split_once('.').map_or(rest, |(key_id, _)| key_id)
+    }
+}
+
+// by hand: only well-formed sealed text deserializes, which lets
+// [`Protected`] tell a sealed value from a plain one written before sealing
+impl<'de> Deserialize<'de> for Sealed {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Sealed::from_text(text).ok_or_else(|| serde::de::Error::custom("not a sealed value"))
+    }
+}
+
+/// A sensitive event field: sealed under the tenant's key. Events written
+/// before fields were sealed hold the plain text, and stay readable as such.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Protected {
+    Sealed(Sealed),
+    /// Written by a version that did not seal this field yet.
+    Plain(String),
+}
+
+impl Protected {
+    /// The text as stored: the sealed form, or the legacy plain text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Protected::Sealed(sealed) => sealed.as_str(),
+            Protected::Plain(text) => text,
+        }
+    }
+
+    /// Reads stored text back: sealed when it has the sealed shape.
+    pub fn from_stored(text: &str) -> Protected {
+        match Sealed::from_text(text.to_owned()) {
+            Some(sealed) => Protected::Sealed(sealed),
+            None => Protected::Plain(text.to_owned()),
+        }
+    }
+}
+
+impl From<Sealed> for Protected {
+    fn from(sealed: Sealed) -> Self {
+        Protected::Sealed(sealed)
     }
 }
 
@@ -72,5 +115,18 @@ mod tests {
         ] {
             assert!(Sealed::from_text(bad.to_owned()).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn protected_fields_read_sealed_and_legacy_plain_text() {
+        let sealed: Protected = serde_json::from_str("\"nsf1.0123456789abcdef.AAECAwQ\"").unwrap();
+        assert!(matches!(sealed, Protected::Sealed(_)));
+        let plain: Protected = serde_json::from_str("\"report.pdf\"").unwrap();
+        assert_eq!(plain, Protected::Plain("report.pdf".into()));
+        assert_eq!(
+            serde_json::to_string(&sealed).unwrap(),
+            "\"nsf1.0123456789abcdef.AAECAwQ\""
+        );
+        assert_eq!(Protected::from_stored(sealed.as_str()), sealed);
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{ApiKeyId, TenantId};
+use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
 /// How many unrevoked keys a tenant may hold at once; bounds what a leaked
@@ -72,8 +73,11 @@ impl Email {
 
 #[derive(Debug, Clone)]
 pub enum TenantCommand {
+    /// `email` names the tenant (its id is derived from it); only
+    /// `sealed_email`, made by the caller under the tenant's data key, is kept.
     Register {
         email: Email,
+        sealed_email: Sealed,
         role: Role,
     },
     /// The secret itself never reaches the domain: only its keyed hash.
@@ -93,7 +97,8 @@ pub enum TenantCommand {
 pub enum TenantEvent {
     TenantRegistered {
         tenant_id: TenantId,
-        email: Email,
+        /// Sealed under the tenant's data key.
+        email: Protected,
         role: Role,
     },
     ApiKeyIssued {
@@ -123,7 +128,7 @@ pub struct ApiKeyState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tenant {
     pub id: Option<TenantId>,
-    pub email: Option<Email>,
+    pub email: Option<Protected>,
     pub role: Option<Role>,
     pub api_keys: BTreeMap<ApiKeyId, ApiKeyState>,
 }
@@ -147,7 +152,11 @@ impl Aggregate for Tenant {
 
     fn decide(&self, command: &TenantCommand) -> Decision<TenantEvent> {
         match command {
-            TenantCommand::Register { email, role } => {
+            TenantCommand::Register {
+                email,
+                sealed_email,
+                role,
+            } => {
                 let tenant_id = TenantId::for_email(email.as_str());
                 if self.id.is_some() {
                     return Err(DomainError::AlreadyExists {
@@ -157,7 +166,7 @@ impl Aggregate for Tenant {
                 }
                 Ok(vec![TenantEvent::TenantRegistered {
                     tenant_id,
-                    email: email.clone(),
+                    email: Protected::Sealed(sealed_email.clone()),
                     role: *role,
                 }])
             }

@@ -6,7 +6,7 @@ use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, Do
 use domain::event::event_schemas;
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
-use domain::testing::Scenario;
+use domain::testing::{stand_in_sealed, Scenario};
 use domain::{
     Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload, KnowledgeBaseId, TenantId,
     SCHEMA_VERSION,
@@ -36,7 +36,7 @@ mod tenant {
     fn registered(role: Role) -> TenantEvent {
         TenantEvent::TenantRegistered {
             tenant_id: tenant_id(),
-            email: email(),
+            email: stand_in_sealed("ada@example.com").into(),
             role,
         }
     }
@@ -86,6 +86,7 @@ mod tenant {
         let state = Scenario::<Tenant>::given_no_events()
             .when(TenantCommand::Register {
                 email: email(),
+                sealed_email: stand_in_sealed("ada@example.com"),
                 role: Role::Admin,
             })
             .then_expect([registered(Role::Admin)]);
@@ -99,6 +100,7 @@ mod tenant {
         Scenario::<Tenant>::given([registered(Role::User)])
             .when(TenantCommand::Register {
                 email: email(),
+                sealed_email: stand_in_sealed("ada@example.com"),
                 role: Role::Admin,
             })
             .then_reject(|error| {
@@ -257,6 +259,7 @@ mod document {
             document_id,
             tenant_id,
             file_name: name(file_name),
+            sealed_file_name: stand_in_sealed(file_name),
             content_type: "application/pdf".into(),
             size_bytes: 1234,
             sha256: "ab".repeat(32),
@@ -272,7 +275,7 @@ mod document {
         DocumentEvent::DocumentRegistered {
             document_id: document_id(),
             tenant_id: owner(),
-            file_name: name("report.pdf"),
+            file_name: stand_in_sealed("report.pdf").into(),
             content_type: "application/pdf".into(),
             size_bytes: 1234,
             sha256: "ab".repeat(32),
@@ -839,7 +842,7 @@ mod stored_events {
         let samples = vec![
             TenantEvent::TenantRegistered {
                 tenant_id: TenantId::for_email("ada@example.com"),
-                email: Email::parse("ada@example.com").expect("valid email"),
+                email: stand_in_sealed("ada@example.com").into(),
                 role: Role::Admin,
             },
             TenantEvent::ApiKeyIssued {
@@ -874,7 +877,7 @@ mod stored_events {
             DocumentEvent::DocumentRegistered {
                 document_id: DocumentId::for_file(tenant_id, "résumé.pdf"),
                 tenant_id,
-                file_name: FileName::parse("résumé.pdf").expect("valid file name"),
+                file_name: stand_in_sealed("résumé.pdf").into(),
                 content_type: "application/pdf".into(),
                 size_bytes: u64::MAX,
                 sha256: "ab".repeat(32),

@@ -15,7 +15,7 @@ use domain::document::{ArtifactRef, DocumentEvent, DocumentStatus, FileName};
 use domain::event::EventPayload;
 use domain::knowledge_base::KnowledgeBaseEvent;
 use domain::tenant::{Email, Role, TenantEvent};
-use domain::{ApiKeyId, DocumentId, EventMetadata, KnowledgeBaseId, LogPosition, StreamId, TenantId};
+use domain::{ApiKeyId, DocumentId, EventMetadata, KnowledgeBaseId, LogPosition, Protected, StreamId, TenantId};
 use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{catch_up, catch_up_to_head, Projection, ProjectionError};
 use support::Backend;
@@ -125,7 +125,8 @@ fn tenant_registered(email: &str, role: Role) -> (TenantId, TenantEvent) {
     let tenant_id = TenantId::for_email(email);
     let event = TenantEvent::TenantRegistered {
         tenant_id,
-        email: Email::parse(email).expect("valid email"),
+        // the registry keeps the field as stored, sealed or not
+        email: Protected::Plain(Email::parse(email).expect("valid email").as_str().to_owned()),
         role,
     };
     (tenant_id, event)
@@ -146,7 +147,7 @@ fn document_registered(tenant_id: TenantId, file_name: &str) -> (DocumentId, Doc
     let event = DocumentEvent::DocumentRegistered {
         document_id,
         tenant_id,
-        file_name: FileName::parse(file_name).expect("valid file name"),
+        file_name: Protected::Plain(FileName::parse(file_name).expect("valid file name").as_str().to_owned()),
         content_type: "text/markdown".to_owned(),
         size_bytes: 1234,
         sha256: format!("sha-of-{file_name}"),

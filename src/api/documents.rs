@@ -59,11 +59,13 @@ struct DocumentView {
     updated_at: DateTime<Utc>,
 }
 
-impl From<DocumentRow> for DocumentView {
-    fn from(row: DocumentRow) -> Self {
+impl DocumentView {
+    /// The row as shown to its tenant, its sealed file name opened.
+    async fn of(app: &App, row: DocumentRow) -> DocumentView {
+        let file_name = app.reveal(row.tenant_id, "file_name", &row.file_name).await;
         DocumentView {
             id: row.id.0,
-            file_name: row.file_name,
+            file_name,
             content_type: row.content_type,
             size_bytes: row.size_bytes,
             sha256: row.sha256,
@@ -157,6 +159,11 @@ impl DocumentsApi {
         );
         let sha256 = sha256_hex(&bytes);
         let size_bytes = bytes.len() as u64;
+        let sealed_file_name = app
+            .vault
+            .seal(caller.tenant_id, "file_name", file_name.as_str())
+            .await
+            .map_err(ApiError::internal)?;
         app.objects.put(&object_key, bytes).await.map_err(ApiError::internal)?;
         let registered = app
             .actors
@@ -167,6 +174,7 @@ impl DocumentsApi {
                     document_id,
                     tenant_id: caller.tenant_id,
                     file_name,
+                    sealed_file_name,
                     content_type,
                     size_bytes,
                     sha256,
@@ -208,8 +216,12 @@ impl DocumentsApi {
             .list_documents(auth.0.tenant_id, limit.0 as i64, offset.0 as i64)
             .await
             .map_err(ApiError::internal)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            items.push(DocumentView::of(&app, row).await);
+        }
         Ok(Json(DocumentPage {
-            items: rows.into_iter().map(Into::into).collect(),
+            items,
             total,
             limit: limit.0,
             offset: offset.0,
@@ -219,7 +231,8 @@ impl DocumentsApi {
     /// One document and its processing status.
     #[oai(path = "/documents/:id", method = "get", tag = "Tag::Documents")]
     async fn get(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<Json<DocumentView>> {
-        Ok(Json(owned_document(&app, &auth.0, id.0).await?.into()))
+        let row = owned_document(&app, &auth.0, id.0).await?;
+        Ok(Json(DocumentView::of(&app, row).await))
     }
 
     /// Delete a document: it leaves every knowledge base and search.

@@ -133,19 +133,20 @@ async fn link_view(
     kb: KnowledgeBaseId,
     document: DocumentId,
 ) -> Result<LinkView, ApiError> {
-    app.registry
+    let link = app
+        .registry
         .knowledge_base_documents(caller.tenant_id, kb)
         .await
         .map_err(ApiError::internal)?
         .into_iter()
         .find(|link| link.document_id == document)
-        .map(|link| LinkView {
-            document_id: link.document_id.0,
-            file_name: link.file_name,
-            status: link.status.as_str().to_owned(),
-            added_at: link.added_at,
-        })
-        .ok_or_else(|| ApiError::Unavailable(format!("link {kb}/{document} is not visible yet")))
+        .ok_or_else(|| ApiError::Unavailable(format!("link {kb}/{document} is not visible yet")))?;
+    Ok(LinkView {
+        document_id: link.document_id.0,
+        file_name: app.reveal(caller.tenant_id, "file_name", &link.file_name).await,
+        status: link.status.as_str().to_owned(),
+        added_at: link.added_at,
+    })
 }
 
 pub struct KnowledgeBasesApi;
@@ -289,17 +290,16 @@ impl KnowledgeBasesApi {
             .knowledge_base_documents(caller.tenant_id, kb.id)
             .await
             .map_err(ApiError::internal)?;
-        Ok(Json(LinkList {
-            items: links
-                .into_iter()
-                .map(|link| LinkView {
-                    document_id: link.document_id.0,
-                    file_name: link.file_name,
-                    status: link.status.as_str().to_owned(),
-                    added_at: link.added_at,
-                })
-                .collect(),
-        }))
+        let mut items = Vec::with_capacity(links.len());
+        for link in links {
+            items.push(LinkView {
+                document_id: link.document_id.0,
+                file_name: app.reveal(caller.tenant_id, "file_name", &link.file_name).await,
+                status: link.status.as_str().to_owned(),
+                added_at: link.added_at,
+            });
+        }
+        Ok(Json(LinkList { items }))
     }
 
     /// Semantic search over the processed documents of a knowledge base.
@@ -333,20 +333,20 @@ impl KnowledgeBasesApi {
             .await
             .map_err(ApiError::internal)?;
         // a hit whose document left the registry (deleted a moment ago) is dropped
-        let hits = hits
-            .into_iter()
-            .filter_map(|hit| {
-                let file_name = names.get(&hit.document_id)?.clone();
-                Some(SearchHit {
-                    document_id: hit.document_id.0,
-                    file_name,
-                    chunk_index: hit.chunk_index,
-                    text: hit.text,
-                    score: hit.score,
-                })
-            })
-            .collect();
-        Ok(Json(SearchResponse { hits }))
+        let mut shown = Vec::with_capacity(hits.len());
+        for hit in hits {
+            let Some(stored) = names.get(&hit.document_id) else {
+                continue;
+            };
+            shown.push(SearchHit {
+                document_id: hit.document_id.0,
+                file_name: app.reveal(caller.tenant_id, "file_name", stored).await,
+                chunk_index: hit.chunk_index,
+                text: hit.text,
+                score: hit.score,
+            });
+        }
+        Ok(Json(SearchResponse { hits: shown }))
     }
 }
 

@@ -25,6 +25,9 @@ use uuid::Uuid;
 use crate::app::{App, Feed};
 use error::ApiError;
 
+/// Shown in place of a sealed value that cannot be opened.
+pub const UNREADABLE: &str = "(unreadable)";
+
 /// Who is calling: resolved from the API key on every request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -88,6 +91,23 @@ impl App {
             role: key.role,
             key_id,
         })
+    }
+
+    /// A sealed field of the tenant's, opened for its response. Text from
+    /// before fields were sealed passes as is. A value that cannot be opened
+    /// (its key destroyed, its bytes altered) is shown as such and logged,
+    /// rather than failing a whole listing.
+    pub async fn reveal(&self, tenant_id: TenantId, field: &str, stored: &str) -> String {
+        match domain::Protected::from_stored(stored) {
+            domain::Protected::Plain(text) => text,
+            domain::Protected::Sealed(sealed) => match self.vault.open(tenant_id, field, &sealed).await {
+                Ok(text) => text,
+                Err(error) => {
+                    tracing::warn!(%tenant_id, field, key_id = sealed.key_id(), %error, "cannot open a sealed field");
+                    UNREADABLE.to_owned()
+                }
+            },
+        }
     }
 
     /// Waits, bounded, until the registry shows a write, so the client's next

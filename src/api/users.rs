@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use actors::aggregate_actor::Written;
+use actors::keys::KeyVault;
 use actors::ActorSystem;
 use chrono::{DateTime, Utc};
 use domain::tenant::{Email, Role, TenantCommand};
@@ -100,18 +101,24 @@ pub struct RegisteredUser {
 pub async fn register_user(
     actors: &ActorSystem,
     key_hasher: &KeyHasher,
+    vault: &KeyVault,
     email: &str,
     role: Role,
     metadata: EventMetadata,
 ) -> Result<RegisteredUser, ApiError> {
     let email = Email::parse(email).map_err(|error| ApiError::invalid(error.to_string()))?;
     let tenant_id = TenantId::for_email(email.as_str());
+    let sealed_email = vault
+        .seal(tenant_id, "email", email.as_str())
+        .await
+        .map_err(|error| ApiError::Unavailable(format!("cannot seal the email of tenant {tenant_id}: {error}")))?;
     actors
         .tenants
         .execute(
             tenant_id.stream_id(),
             TenantCommand::Register {
                 email: email.clone(),
+                sealed_email,
                 role,
             },
             metadata.clone(),
@@ -157,7 +164,15 @@ impl UsersApi {
             .role
             .parse()
             .map_err(|error: domain::DomainError| ApiError::invalid(error.to_string()))?;
-        let user = register_user(&app.actors, &app.key_hasher, &body.email, role, caller.metadata()).await?;
+        let user = register_user(
+            &app.actors,
+            &app.key_hasher,
+            &app.vault,
+            &body.email,
+            role,
+            caller.metadata(),
+        )
+        .await?;
         app.settle(user.written).await;
         Ok(CreateUserResponse::Created(Json(CreatedUser {
             id: user.tenant_id.0,

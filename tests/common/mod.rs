@@ -104,6 +104,7 @@ pub async fn spawn_app_configured(backend: Backend, configure: impl FnOnce(&mut 
     let admin = register_user(
         &app.actors,
         &app.key_hasher,
+        &app.vault,
         "admin@example.com",
         Role::Admin,
         EventMetadata::system(Uuid::now_v7()),
