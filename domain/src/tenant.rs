@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::error::DomainError;
 use crate::ids::{ApiKeyId, TenantId};
@@ -90,6 +91,11 @@ pub enum TenantCommand {
     RevokeApiKey {
         key_id: ApiKeyId,
     },
+    /// Erases the tenant: its keys are destroyed and it leaves every
+    /// projection. `erasure_id` names the receipt.
+    Erase {
+        erasure_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -112,11 +118,17 @@ pub enum TenantEvent {
     ApiKeyRevoked {
         key_id: ApiKeyId,
     },
+    /// The tenant's data keys are destroyed (crypto-shredding): its events
+    /// stay in the log, their sealed fields unreadable forever.
+    TenantErased {
+        erasure_id: Uuid,
+    },
 }
 event_payload!(TenantEvent {
     TenantRegistered,
     ApiKeyIssued,
-    ApiKeyRevoked
+    ApiKeyRevoked,
+    TenantErased,
 });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,10 +143,18 @@ pub struct Tenant {
     pub email: Option<Protected>,
     pub role: Option<Role>,
     pub api_keys: BTreeMap<ApiKeyId, ApiKeyState>,
+    /// Set once erased: the tenant takes no command again.
+    pub erased: Option<Uuid>,
 }
 
 impl Tenant {
     fn registered(&self) -> Result<(TenantId, Role), DomainError> {
+        if self.erased.is_some() {
+            return Err(DomainError::NotFound {
+                entity: "tenant",
+                id: self.id.map_or_else(|| "erased".into(), |id| id.to_string()),
+            });
+        }
         match (self.id, self.role) {
             (Some(id), Some(role)) => Ok((id, role)),
             _ => Err(DomainError::NotFound {
@@ -158,6 +178,13 @@ impl Aggregate for Tenant {
                 role,
             } => {
                 let tenant_id = TenantId::for_email(email.as_str());
+                if self.erased.is_some() {
+                    // the id is derived from the email, so a new tenant of
+                    // the same email would be this stream again
+                    return Err(DomainError::Conflict(format!(
+                        "tenant {tenant_id} was erased: its email cannot be registered again"
+                    )));
+                }
                 if self.id.is_some() {
                     return Err(DomainError::AlreadyExists {
                         entity: "tenant",
@@ -214,6 +241,16 @@ impl Aggregate for Tenant {
                     Some(_) => Ok(vec![TenantEvent::ApiKeyRevoked { key_id: key_id.clone() }]),
                 }
             }
+            TenantCommand::Erase { erasure_id } => {
+                // erasing twice is a retry: the first erasure stands
+                if self.erased.is_some() {
+                    return Ok(vec![]);
+                }
+                self.registered()?;
+                Ok(vec![TenantEvent::TenantErased {
+                    erasure_id: *erasure_id,
+                }])
+            }
         }
     }
 
@@ -237,6 +274,11 @@ impl Aggregate for Tenant {
                 if let Some(key) = self.api_keys.get_mut(key_id) {
                     key.revoked = true;
                 }
+            }
+            TenantEvent::TenantErased { erasure_id } => {
+                self.erased = Some(*erasure_id);
+                self.email = None;
+                self.api_keys.clear();
             }
         }
     }

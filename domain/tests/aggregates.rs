@@ -96,6 +96,40 @@ mod tenant {
     }
 
     #[test]
+    fn an_erased_tenant_takes_no_command_and_erasing_again_is_a_retry() {
+        let erased = TenantEvent::TenantErased {
+            erasure_id: Uuid::from_u128(1),
+        };
+        let state = Scenario::<Tenant>::given([registered(Role::User)])
+            .when(TenantCommand::Erase {
+                erasure_id: Uuid::from_u128(1),
+            })
+            .then_expect([erased.clone()]);
+        assert_eq!(state.erased, Some(Uuid::from_u128(1)));
+        assert!(state.email.is_none() && state.api_keys.is_empty());
+        Scenario::<Tenant>::given([registered(Role::User), erased.clone()])
+            .when(TenantCommand::Erase {
+                erasure_id: Uuid::from_u128(2),
+            })
+            .then_expect([]);
+        Scenario::<Tenant>::given([registered(Role::User), erased.clone()])
+            .when(TenantCommand::RevokeApiKey { key_id: key(1) })
+            .then_error_code("not_found");
+        Scenario::<Tenant>::given([registered(Role::User), erased])
+            .when(TenantCommand::Register {
+                email: email(),
+                sealed_email: stand_in_sealed("ada@example.com"),
+                role: Role::User,
+            })
+            .then_error_code("conflict");
+        Scenario::<Tenant>::given_no_events()
+            .when(TenantCommand::Erase {
+                erasure_id: Uuid::from_u128(3),
+            })
+            .then_error_code("not_found");
+    }
+
+    #[test]
     fn register_twice_is_already_exists() {
         Scenario::<Tenant>::given([registered(Role::User)])
             .when(TenantCommand::Register {
@@ -862,11 +896,15 @@ mod stored_events {
             TenantEvent::ApiKeyRevoked {
                 key_id: ApiKeyId("key-1".into()),
             },
+            TenantEvent::TenantErased {
+                erasure_id: Uuid::from_u128(7),
+            },
         ];
-        assert_covers_every_variant(&samples, 3, |event| match event {
+        assert_covers_every_variant(&samples, 4, |event| match event {
             TenantEvent::TenantRegistered { .. } => 0,
             TenantEvent::ApiKeyIssued { .. } => 1,
             TenantEvent::ApiKeyRevoked { .. } => 2,
+            TenantEvent::TenantErased { .. } => 3,
         });
         samples
     }

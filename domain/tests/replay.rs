@@ -209,6 +209,7 @@ mod tenant {
         Revoke {
             key: KeyPick,
         },
+        Erase,
     }
 
     fn key_pick(new_weight: u32, earlier_weight: u32) -> impl Strategy<Value = KeyPick> {
@@ -233,6 +234,7 @@ mod tenant {
                 .prop_map(|(key, label, expires_at)| Step::Issue { key, label, expires_at }),
             1 => (5usize..=25).prop_map(|count| Step::IssueMany { count }),
             3 => key_pick(1, 6).prop_map(|key| Step::Revoke { key }),
+            1 => Just(Step::Erase),
         ]
     }
 
@@ -255,6 +257,9 @@ mod tenant {
                     email: Email::parse(EMAILS[*email]).expect("valid email"),
                     sealed_email: stand_in_sealed(EMAILS[*email]),
                     role: *role,
+                }),
+                Step::Erase => commands.push(TenantCommand::Erase {
+                    erasure_id: uuid::Uuid::from_u128(commands.len() as u128),
                 }),
                 Step::Issue { key, label, expires_at } => {
                     let key_id = name_key(key);
@@ -290,6 +295,17 @@ mod tenant {
     ) -> TestCaseResult {
         let active = after.api_keys.values().filter(|key| !key.revoked).count();
         prop_assert!(active <= MAX_ACTIVE_API_KEYS, "{} active api keys", active);
+        if after.erased.is_some() {
+            prop_assert!(
+                after.email.is_none() && after.api_keys.is_empty(),
+                "an erased tenant keeps its email or keys"
+            );
+            prop_assert!(
+                before.erased.is_none() || events_of(decision).is_empty(),
+                "an erased tenant changed"
+            );
+            return Ok(());
+        }
         match (after.id, &after.email, after.role) {
             (None, None, None) => prop_assert!(after.api_keys.is_empty(), "an unregistered tenant holds keys"),
             (Some(id), Some(email), Some(_)) => {
