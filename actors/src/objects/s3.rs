@@ -3,15 +3,18 @@
 //! start when it is missing.
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
 use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, S3ServerError};
 use minio::s3::http::BaseUrl;
 use minio::s3::minio_error_response::MinioErrorCode;
+use minio::s3::response_traits::HasEtagFromHeaders;
 use minio::s3::segmented_bytes::SegmentedBytes;
-use minio::s3::types::{Region, S3Api};
+use minio::s3::types::{PartInfo, Region, S3Api, UploadId};
 use minio::s3::{MinioClient, MinioClientBuilder};
 
-use super::{validate_key, ObjectStore, ObjectStoreError};
+use super::{validate_key, ByteStream, ObjectStore, ObjectStoreError};
 
 /// Where and as whom the S3 adapter connects. `Debug` never shows the
 /// secret key.
@@ -251,42 +254,304 @@ fn lowercase_first(text: &str) -> String {
     }
 }
 
+/// The size of the parts `put_stream` sends: what one streamed put holds in
+/// memory at most (S3 wants 5 MiB or more but the last; 10 000 parts of
+/// 16 MiB make objects up to 156 GiB).
+pub const STREAM_PART_SIZE: usize = 16 * 1024 * 1024;
+
+/// S3's limit on the parts of one multipart upload.
+const MAX_PARTS: u16 = 10_000;
+
+/// Cuts a body into parts of [`STREAM_PART_SIZE`], holding one part at a
+/// time. Written here rather than taken from `put_object_content`, whose
+/// reader ends the body at its first empty chunk and whose multipart upload
+/// outlives a cancelled put.
+struct PartReader {
+    body: ByteStream,
+    /// What the last chunk had beyond the part it filled.
+    rest: Option<Bytes>,
+    /// The body has ended; a finished stream must not be polled again.
+    ended: bool,
+}
+
+impl PartReader {
+    fn new(body: ByteStream) -> PartReader {
+        PartReader {
+            body,
+            rest: None,
+            ended: false,
+        }
+    }
+
+    /// The next part: [`STREAM_PART_SIZE`] bytes, fewer only at the end of
+    /// the body, none once it has ended.
+    async fn next_part(&mut self) -> std::io::Result<SegmentedBytes> {
+        let mut part = SegmentedBytes::new();
+        while part.len() < STREAM_PART_SIZE {
+            let chunk = match self.rest.take() {
+                Some(rest) => rest,
+                None if self.ended => break,
+                None => match self.body.next().await {
+                    Some(chunk) => chunk?,
+                    None => {
+                        self.ended = true;
+                        break;
+                    }
+                },
+            };
+            let room = STREAM_PART_SIZE - part.len();
+            if chunk.len() > room {
+                part.append(chunk.slice(..room));
+                self.rest = Some(chunk.slice(room..));
+            } else if !chunk.is_empty() {
+                part.append(chunk);
+            }
+        }
+        Ok(part)
+    }
+}
+
+/// A multipart upload begun and not yet completed. Dropped while open (the
+/// put was cancelled) it aborts the upload in the background: the parts of
+/// an open upload are kept but in no object, so no list shows them.
+struct OpenUpload {
+    client: MinioClient,
+    bucket: String,
+    key: String,
+    upload_id: Option<UploadId>,
+}
+
+impl OpenUpload {
+    fn upload_id(&self) -> &UploadId {
+        self.upload_id.as_ref().expect("an upload is used only while open")
+    }
+
+    /// The upload is complete: nothing to abort.
+    fn completed(mut self) {
+        self.upload_id = None;
+    }
+
+    async fn abort(mut self) {
+        if let Some(upload_id) = self.upload_id.take() {
+            abort_upload(self.client.clone(), self.bucket.clone(), self.key.clone(), upload_id).await;
+        }
+    }
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(abort_upload(
+                    self.client.clone(),
+                    self.bucket.clone(),
+                    self.key.clone(),
+                    upload_id,
+                ));
+            }
+            Err(_) => tracing::warn!(
+                bucket = %self.bucket, key = %self.key, upload_id = %upload_id,
+                "a cancelled multipart upload could not be aborted: no runtime left"
+            ),
+        }
+    }
+}
+
+async fn abort_upload(client: MinioClient, bucket: String, key: String, upload_id: UploadId) {
+    let aborted = match client.abort_multipart_upload(bucket.as_str(), key.as_str(), upload_id.clone()) {
+        Ok(request) => request.build().send().await.map(|_| ()),
+        Err(error) => Err(error.into()),
+    };
+    if let Err(error) = aborted {
+        // the server keeps the parts until a lifecycle rule expires them
+        tracing::warn!(
+            bucket = %bucket, key = %key, upload_id = %upload_id, error = %describe(&error),
+            "could not abort a failed multipart upload"
+        );
+    }
+}
+
+impl S3ObjectStore {
+    fn invalid_key(key: &str) -> impl FnOnce(minio::s3::error::ValidationErr) -> ObjectStoreError + '_ {
+        move |_| ObjectStoreError::InvalidKey(key.to_owned())
+    }
+
+    fn body_error(key: &str) -> impl FnOnce(std::io::Error) -> ObjectStoreError + '_ {
+        move |source| ObjectStoreError::Body {
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    /// The rest of a body whose first part filled [`STREAM_PART_SIZE`], as a
+    /// multipart upload; on any error the upload is aborted.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        first_part: SegmentedBytes,
+        parts: &mut PartReader,
+    ) -> Result<u64, ObjectStoreError> {
+        let target = || self.object_target(key);
+        let upload_id = self
+            .client
+            .create_multipart_upload(self.bucket.as_str(), key)
+            .map_err(Self::invalid_key(key))?
+            .build()
+            .send()
+            .await
+            .map_err(|error| self.map_error(error, target(), None))?
+            .upload_id()
+            .await
+            .map_err(|error| self.map_error(error.into(), target(), None))?;
+        let upload = OpenUpload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: Some(upload_id),
+        };
+        match self.send_parts(key, &upload, first_part, parts).await {
+            Ok(written) => {
+                upload.completed();
+                Ok(written)
+            }
+            Err(error) => {
+                upload.abort().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends the parts one after the other (one part in memory at a time)
+    /// and completes the upload.
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload: &OpenUpload,
+        first_part: SegmentedBytes,
+        parts: &mut PartReader,
+    ) -> Result<u64, ObjectStoreError> {
+        let target = || self.object_target(key);
+        let mut sent = Vec::new();
+        let mut written: u64 = 0;
+        let mut part = first_part;
+        let mut number: u16 = 1;
+        loop {
+            let size = part.len() as u64;
+            let etag = self
+                .client
+                .upload_part(self.bucket.as_str(), key, upload.upload_id().clone(), number, part)
+                .map_err(Self::invalid_key(key))?
+                .build()
+                .send()
+                .await
+                .map_err(|error| self.map_error(error, target(), None))?
+                .etag()
+                .map_err(|error| self.map_error(error.into(), target(), None))?;
+            sent.push(PartInfo::new(number, etag, size, None));
+            written += size;
+            part = parts.next_part().await.map_err(Self::body_error(key))?;
+            if part.is_empty() {
+                break;
+            }
+            number += 1;
+            if number > MAX_PARTS {
+                return Err(ObjectStoreError::Request {
+                    target: target(),
+                    reason: format!(
+                        "the body is longer than {MAX_PARTS} parts of {} MiB",
+                        STREAM_PART_SIZE / (1024 * 1024)
+                    ),
+                });
+            }
+        }
+        self.client
+            .complete_multipart_upload(self.bucket.as_str(), key, upload.upload_id().clone(), sent)
+            .map_err(Self::invalid_key(key))?
+            .build()
+            .send()
+            .await
+            .map_err(|error| self.map_error(error, target(), None))?;
+        Ok(written)
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3ObjectStore {
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectStoreError> {
+    async fn put_stream(&self, key: &str, body: ByteStream) -> Result<u64, ObjectStoreError> {
         validate_key(key)?;
-        let data = SegmentedBytes::from(bytes::Bytes::from(bytes));
+        let mut parts = PartReader::new(body);
+        // a body the store had not begun to take fails before any request
+        let first_part = parts.next_part().await.map_err(Self::body_error(key))?;
+        if first_part.len() == STREAM_PART_SIZE {
+            return self.put_multipart(key, first_part, &mut parts).await;
+        }
+        // the whole body fits in one part: a single PUT
+        let written = first_part.len() as u64;
         self.client
-            .put_object(self.bucket.as_str(), key, data)
-            .map_err(|_| ObjectStoreError::InvalidKey(key.to_owned()))?
+            .put_object(self.bucket.as_str(), key, first_part)
+            .map_err(Self::invalid_key(key))?
             .build()
             .send()
             .await
             .map_err(|error| self.map_error(error, self.object_target(key), None))?;
-        Ok(())
+        Ok(written)
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectStoreError> {
+    async fn get_stream(&self, key: &str) -> Result<ByteStream, ObjectStoreError> {
         validate_key(key)?;
         let response = self
             .client
             .get_object(self.bucket.as_str(), key)
-            .map_err(|_| ObjectStoreError::InvalidKey(key.to_owned()))?
+            .map_err(Self::invalid_key(key))?
             .build()
             .send()
             .await
             .map_err(|error| self.map_error(error, self.object_target(key), Some(key)))?;
-        let content = response
+        // the client checks a whole-object checksum, when the server sent one,
+        // at the end of the stream
+        let (body, _length) = response
             .content()
-            .map_err(|error| self.map_error(error, self.object_target(key), Some(key)))?;
-        let bytes = content
-            .to_segmented_bytes()
+            .map_err(|error| self.map_error(error, self.object_target(key), Some(key)))?
+            .to_stream()
             .await
-            .map_err(|error| ObjectStoreError::Request {
-                target: self.object_target(key),
-                reason: format!("reading the body: {}", describe(&error)),
+            .map_err(|error| ObjectStoreError::Io {
+                key: key.to_owned(),
+                source: error,
             })?;
-        Ok(bytes.to_bytes().to_vec())
+        let target = self.object_target(key);
+        Ok(body
+            .map(move |chunk| {
+                chunk.map_err(|error| std::io::Error::new(error.kind(), format!("reading {target}: {error}")))
+            })
+            .boxed())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, ObjectStoreError> {
+        validate_key(key)?;
+        let result = self
+            .client
+            .stat_object(self.bucket.as_str(), key)
+            .map_err(Self::invalid_key(key))?
+            .build()
+            .send()
+            .await;
+        match result {
+            Ok(response) => {
+                let size = response
+                    .size()
+                    .map_err(|error| self.map_error(error.into(), self.object_target(key), None))?;
+                Ok(Some(size))
+            }
+            Err(MinioError::S3Server(S3ServerError::S3Error(response)))
+                if response.code() == MinioErrorCode::NoSuchKey =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(self.map_error(error, self.object_target(key), None)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
@@ -294,7 +559,7 @@ impl ObjectStore for S3ObjectStore {
         let result = self
             .client
             .delete_object(self.bucket.as_str(), key)
-            .map_err(|_| ObjectStoreError::InvalidKey(key.to_owned()))?
+            .map_err(Self::invalid_key(key))?
             .build()
             .send()
             .await;
