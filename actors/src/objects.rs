@@ -32,6 +32,10 @@ pub enum ObjectStoreError {
     NotFound(String),
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
+    /// A prefix that is not a folder of plain segments, or an empty one
+    /// given to `delete_prefix`.
+    #[error("invalid object prefix {0:?}")]
+    InvalidPrefix(String),
     #[error("object store i/o failed for {key}: {source}")]
     Io {
         key: String,
@@ -63,7 +67,9 @@ pub enum ObjectStoreError {
 /// Where document bytes and artifacts live.
 ///
 /// Keys are `/`-separated plain segments ([`validate_key`]), the same for
-/// every adapter.
+/// every adapter. A prefix names a folder of keys: `tenants/a` and
+/// `tenants/a/` both mean the keys below `tenants/a/`, at any depth, and never
+/// `tenants/ab/…` nor an object named `tenants/a` itself.
 ///
 /// A layer that wraps a store and changes the bytes on their way (encryption,
 /// compression) implements `put_stream` and `get_stream` and can leave `put`
@@ -109,6 +115,16 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
+
+    /// The keys under `prefix` (see the trait's doc), sorted; `""` lists the
+    /// whole store.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError>;
+
+    /// Deletes every object under `prefix` and returns how many there were:
+    /// what erasing a tenant (`tenants/<id>/`) needs. An empty prefix, which
+    /// would mean the whole store, is refused. Objects put under the prefix
+    /// while it runs may survive, so stop the writers first.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, ObjectStoreError>;
 }
 
 /// Objects as files under a root directory; keys are `/`-separated paths of
@@ -147,6 +163,17 @@ pub fn validate_key(key: &str) -> Result<(), ObjectStoreError> {
     }
 }
 
+/// The folder a prefix names, without its trailing `/`: `""` for the whole
+/// store, else plain segments as in a key.
+fn folder_of(prefix: &str) -> Result<&str, ObjectStoreError> {
+    let folder = prefix.strip_suffix('/').unwrap_or(prefix);
+    if prefix.is_empty() || validate_key(folder).is_ok() {
+        Ok(folder)
+    } else {
+        Err(ObjectStoreError::InvalidPrefix(prefix.to_owned()))
+    }
+}
+
 fn io_error(key: &str) -> impl FnOnce(std::io::Error) -> ObjectStoreError + '_ {
     move |source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -162,6 +189,13 @@ fn io_error(key: &str) -> impl FnOnce(std::io::Error) -> ObjectStoreError + '_ {
 
 /// A staging file is `<stem>.partial-<uuid>` beside its target.
 const STAGING_EXTENSION: &str = "partial-";
+
+/// Whether a file name is a staging file, which no listing shows.
+fn is_staging_file(name: &str) -> bool {
+    name.rsplit_once('.')
+        .and_then(|(_, extension)| extension.strip_prefix(STAGING_EXTENSION))
+        .is_some_and(|id| uuid::Uuid::try_parse(id).is_ok())
+}
 
 /// A file being written beside its target. Dropped before `commit`, on an
 /// error or when the put is cancelled, it removes itself, so that no
@@ -261,6 +295,56 @@ impl ObjectStore for LocalObjectStore {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(io_error(key)(error)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError> {
+        let folder = folder_of(prefix)?;
+        let mut keys = Vec::new();
+        let mut folders = vec![(self.root.join(folder), folder.to_owned())];
+        while let Some((directory, key_prefix)) = folders.pop() {
+            let mut entries = match tokio::fs::read_dir(&directory).await {
+                Ok(entries) => entries,
+                // nothing was ever stored there, or it is an object, not a folder
+                Err(error) if is_missing(&error) => continue,
+                Err(error) => return Err(io_error(prefix)(error)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(io_error(prefix))? {
+                let file_name = entry.file_name();
+                // no key spells a name that is not UTF-8
+                let Some(name) = file_name.to_str() else {
+                    continue;
+                };
+                let key = if key_prefix.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{key_prefix}/{name}")
+                };
+                // the entry's own type: a symbolic link is not followed
+                let file_type = entry.file_type().await.map_err(io_error(prefix))?;
+                if file_type.is_dir() {
+                    folders.push((entry.path(), key));
+                } else if file_type.is_file() && !is_staging_file(name) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, ObjectStoreError> {
+        let folder = folder_of(prefix)?;
+        if folder.is_empty() {
+            return Err(ObjectStoreError::InvalidPrefix(prefix.to_owned()));
+        }
+        let deleted = self.list(prefix).await?.len() as u64;
+        // the whole folder, staging files a crash left behind included: an
+        // erasure leaves no byte of it
+        match tokio::fs::remove_dir_all(self.root.join(folder)).await {
+            Ok(()) => Ok(deleted),
+            Err(error) if is_missing(&error) => Ok(deleted),
+            Err(error) => Err(io_error(prefix)(error)),
         }
     }
 }

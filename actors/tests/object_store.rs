@@ -15,7 +15,7 @@ use actors::objects::{
     STREAM_PART_SIZE, TEST_S3_ENDPOINT_VAR,
 };
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use minio::s3::types::S3Api;
 use sha2::{Digest, Sha256};
 
@@ -218,12 +218,18 @@ async fn a_failing_body_stores_nothing(store: &dyn ObjectStore) {
             Err(ObjectStoreError::NotFound(_))
         ));
         assert_eq!(store.size("failed/doc").await.unwrap(), None);
+        assert_eq!(
+            store.list("").await.unwrap(),
+            Vec::<String>::new(),
+            "after {good} bytes"
+        );
     }
     // a failed overwrite leaves the old object whole
     store.put("failed/kept", b"old bytes".to_vec()).await.unwrap();
     let failed = store.put_stream("failed/kept", failing_body(part + 10)).await;
     assert!(matches!(failed, Err(ObjectStoreError::Body { .. })), "{failed:?}");
     assert_eq!(store.get("failed/kept").await.unwrap(), b"old bytes");
+    assert_eq!(store.list("").await.unwrap(), ["failed/kept"]);
 }
 
 async fn size_is_the_stored_length(store: &dyn ObjectStore) {
@@ -247,6 +253,100 @@ async fn get_stream_of_a_missing_object_is_not_found(store: &dyn ObjectStore) {
             Ok(_) => panic!("expected NotFound for {key}, got a stream"),
         }
     }
+}
+
+async fn list_and_delete_prefix_keep_to_their_folder(store: &dyn ObjectStore) {
+    let keys = [
+        "other/z",
+        "tenants/a/deep/x/y",
+        "tenants/a/doc1",
+        "tenants/a/name with spaces & ünïcode <1>.txt",
+        "tenants/ab/doc",
+    ];
+    for key in keys {
+        store.put(key, key.as_bytes().to_vec()).await.unwrap();
+    }
+    let under_a = [
+        "tenants/a/deep/x/y",
+        "tenants/a/doc1",
+        "tenants/a/name with spaces & ünïcode <1>.txt",
+    ];
+    assert_eq!(store.list("").await.unwrap(), keys);
+    assert_eq!(store.list("tenants/a").await.unwrap(), under_a);
+    assert_eq!(store.list("tenants/a/").await.unwrap(), under_a);
+    assert_eq!(store.list("tenants/a/deep").await.unwrap(), ["tenants/a/deep/x/y"]);
+    assert_eq!(store.list("tenants").await.unwrap().len(), 4);
+    assert!(store.list("nothing").await.unwrap().is_empty());
+    // an object is not a folder of itself
+    assert!(store.list("other/z").await.unwrap().is_empty());
+
+    assert_eq!(store.delete_prefix("tenants/a/").await.unwrap(), 3);
+    assert_eq!(store.list("").await.unwrap(), ["other/z", "tenants/ab/doc"]);
+    assert!(matches!(
+        store.get("tenants/a/doc1").await,
+        Err(ObjectStoreError::NotFound(_))
+    ));
+    assert_eq!(store.delete_prefix("tenants/a").await.unwrap(), 0);
+    assert_eq!(store.delete_prefix("other/z").await.unwrap(), 0);
+    assert_eq!(store.get("other/z").await.unwrap(), b"other/z");
+    assert_eq!(store.delete_prefix("tenants").await.unwrap(), 1);
+    assert_eq!(store.list("").await.unwrap(), ["other/z"]);
+}
+
+async fn invalid_prefixes_are_refused(store: &dyn ObjectStore) {
+    store.put("kept/doc", b"x".to_vec()).await.unwrap();
+    // the empty prefix would erase the whole store
+    for prefix in ["", "/"] {
+        assert!(
+            matches!(
+                store.delete_prefix(prefix).await,
+                Err(ObjectStoreError::InvalidPrefix(_))
+            ),
+            "delete_prefix {prefix:?} accepted"
+        );
+    }
+    for prefix in [
+        "/",
+        "../x",
+        "a/../../x",
+        "/abs",
+        "a//b",
+        "a\\b",
+        "a/./b",
+        "a//",
+        "a\u{0}b",
+    ] {
+        assert!(
+            matches!(store.list(prefix).await, Err(ObjectStoreError::InvalidPrefix(_))),
+            "list {prefix:?} accepted"
+        );
+        assert!(
+            matches!(
+                store.delete_prefix(prefix).await,
+                Err(ObjectStoreError::InvalidPrefix(_))
+            ),
+            "delete_prefix {prefix:?} accepted"
+        );
+    }
+    assert_eq!(store.list("").await.unwrap(), ["kept/doc"]);
+}
+
+async fn list_and_delete_prefix_go_past_one_page(store: &dyn ObjectStore) {
+    // more than the 1000 keys of one S3 list page and one DeleteObjects request
+    let keys: Vec<String> = (0..1005).map(|i| format!("many/{:02}/doc-{i:04}", i % 7)).collect();
+    futures::stream::iter(keys.iter())
+        .map(|key| store.put(key, vec![1]))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    store.put("few/doc", vec![2]).await.unwrap();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(store.list("many").await.unwrap(), expected);
+    assert_eq!(store.delete_prefix("many").await.unwrap(), 1005);
+    assert!(store.list("many").await.unwrap().is_empty());
+    assert_eq!(store.list("").await.unwrap(), ["few/doc"]);
 }
 
 async fn round_trip(store: &dyn ObjectStore) {
@@ -365,6 +465,9 @@ conformance_suite!(
     a_failing_body_stores_nothing,
     size_is_the_stored_length,
     get_stream_of_a_missing_object_is_not_found,
+    list_and_delete_prefix_keep_to_their_folder,
+    invalid_prefixes_are_refused,
+    list_and_delete_prefix_go_past_one_page,
 );
 
 /// What only the local adapter does: staging files.
@@ -402,6 +505,30 @@ mod local_only {
         let stalled = generated_body(100_000).chain(futures::stream::pending()).boxed();
         let put = store.put_stream("t/doc", stalled);
         assert!(tokio::time::timeout(Duration::from_millis(200), put).await.is_err());
+        assert_eq!(files_under(dir.path()), Vec::<std::path::PathBuf>::new());
+    }
+
+    #[tokio::test]
+    async fn list_skips_staging_files_and_delete_prefix_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        store.put("tenants/a/doc.bin", b"x".to_vec()).await.unwrap();
+        // what a crash midway through a put leaves
+        let leftover = dir
+            .path()
+            .join(format!("tenants/a/doc.partial-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&leftover, b"half").unwrap();
+        // a name like a staging file's that is not one is an object
+        store
+            .put("tenants/a/doc.partial-not-a-uuid", b"y".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list("tenants/a").await.unwrap(),
+            ["tenants/a/doc.bin", "tenants/a/doc.partial-not-a-uuid"]
+        );
+        assert_eq!(store.delete_prefix("tenants/a").await.unwrap(), 2);
+        assert!(!leftover.exists());
         assert_eq!(files_under(dir.path()), Vec::<std::path::PathBuf>::new());
     }
 }

@@ -5,16 +5,18 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use minio::s3::builders::ObjectToDelete;
 use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, S3ServerError};
 use minio::s3::http::BaseUrl;
 use minio::s3::minio_error_response::MinioErrorCode;
+use minio::s3::response::DeleteResult;
 use minio::s3::response_traits::HasEtagFromHeaders;
 use minio::s3::segmented_bytes::SegmentedBytes;
-use minio::s3::types::{PartInfo, Region, S3Api, UploadId};
+use minio::s3::types::{PartInfo, Region, S3Api, ToStream, UploadId};
 use minio::s3::{MinioClient, MinioClientBuilder};
 
-use super::{validate_key, ByteStream, ObjectStore, ObjectStoreError};
+use super::{folder_of, validate_key, ByteStream, ObjectStore, ObjectStoreError};
 
 /// Where and as whom the S3 adapter connects. `Debug` never shows the
 /// secret key.
@@ -262,6 +264,9 @@ pub const STREAM_PART_SIZE: usize = 16 * 1024 * 1024;
 /// S3's limit on the parts of one multipart upload.
 const MAX_PARTS: u16 = 10_000;
 
+/// S3's limit on the keys of one DeleteObjects request.
+const MAX_KEYS_PER_DELETE: usize = 1000;
+
 /// Cuts a body into parts of [`STREAM_PART_SIZE`], holding one part at a
 /// time. Written here rather than taken from `put_object_content`, whose
 /// reader ends the body at its first empty chunk and whose multipart upload
@@ -312,8 +317,9 @@ impl PartReader {
 }
 
 /// A multipart upload begun and not yet completed. Dropped while open (the
-/// put was cancelled) it aborts the upload in the background: the parts of
-/// an open upload are kept but in no object, so no list shows them.
+/// put was cancelled) it aborts the upload in the background: no list shows
+/// the parts of an open upload and no `delete_prefix` removes them, so one
+/// left behind would keep bytes an erasure must remove.
 struct OpenUpload {
     client: MinioClient,
     bucket: String,
@@ -372,6 +378,13 @@ async fn abort_upload(client: MinioClient, bucket: String, key: String, upload_i
             "could not abort a failed multipart upload"
         );
     }
+}
+
+/// Whether the client can name `key` in a DeleteObjects request: it writes
+/// keys into the request's XML unescaped, so a key with markup characters
+/// would make the request malformed or name another key.
+fn fits_delete_objects_xml(key: &str) -> bool {
+    !key.chars().any(|c| matches!(c, '&' | '<' | '>') || c.is_control())
 }
 
 impl S3ObjectStore {
@@ -476,6 +489,61 @@ impl S3ObjectStore {
             .map_err(|error| self.map_error(error, target(), None))?;
         Ok(written)
     }
+
+    /// Deletes one object by a key listed from the bucket, which need not
+    /// pass [`validate_key`] (another tool may have written it).
+    async fn delete_listed(&self, key: &str) -> Result<(), ObjectStoreError> {
+        let result = self
+            .client
+            .delete_object(self.bucket.as_str(), key)
+            .map_err(Self::invalid_key(key))?
+            .build()
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(MinioError::S3Server(S3ServerError::S3Error(response)))
+                if response.code() == MinioErrorCode::NoSuchKey =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(self.map_error(error, self.object_target(key), None)),
+        }
+    }
+
+    /// Deletes up to [`MAX_KEYS_PER_DELETE`] listed objects in one request.
+    async fn delete_batch(&self, keys: &[String]) -> Result<(), ObjectStoreError> {
+        debug_assert!(keys.len() <= MAX_KEYS_PER_DELETE);
+        let objects = keys
+            .iter()
+            .map(|key| ObjectToDelete::try_from(key.as_str()).map_err(Self::invalid_key(key)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = || format!("{} objects in bucket {}", keys.len(), self.bucket);
+        let response = self
+            .client
+            .delete_objects(self.bucket.as_str(), objects)
+            .map_err(|error| self.bucket_error(error.into()))?
+            .build()
+            .send()
+            .await
+            .map_err(|error| self.map_error(error, target(), None))?;
+        let results = response
+            .result()
+            .map_err(|error| self.map_error(error, target(), None))?;
+        // quiet mode: the server answers with the failures alone
+        for result in results {
+            if let DeleteResult::Error(failure) = result {
+                if failure.code == "NoSuchKey" {
+                    continue;
+                }
+                return Err(ObjectStoreError::Request {
+                    target: self.object_target(&failure.object_name),
+                    reason: format!("{}: {}", failure.code, lowercase_first(&failure.message)),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -556,22 +624,55 @@ impl ObjectStore for S3ObjectStore {
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
         validate_key(key)?;
-        let result = self
+        self.delete_listed(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError> {
+        let folder = folder_of(prefix)?;
+        let target = || format!("objects under {prefix:?} in bucket {}", self.bucket);
+        // the folder's own `/`, so that `tenants/a` does not list `tenants/ab/…`
+        let s3_prefix = (!folder.is_empty()).then(|| format!("{folder}/"));
+        // one request per page of 1000 keys, the next sent when the last is read
+        let mut pages = self
             .client
-            .delete_object(self.bucket.as_str(), key)
-            .map_err(Self::invalid_key(key))?
+            .list_objects(self.bucket.as_str())
+            .map_err(|error| self.bucket_error(error.into()))?
+            .prefix(s3_prefix)
+            .recursive(true)
             .build()
-            .send()
+            .to_stream()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(MinioError::S3Server(S3ServerError::S3Error(response)))
-                if response.code() == MinioErrorCode::NoSuchKey =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(self.map_error(error, self.object_target(key), None)),
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| self.map_error(error, target(), None))?;
+            keys.extend(
+                page.contents
+                    .into_iter()
+                    .filter(|entry| !entry.is_prefix && !entry.is_delete_marker)
+                    .map(|entry| entry.name),
+            );
         }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, ObjectStoreError> {
+        let folder = folder_of(prefix)?;
+        if folder.is_empty() {
+            return Err(ObjectStoreError::InvalidPrefix(prefix.to_owned()));
+        }
+        // listed whole before deleting, so that no page is read from a
+        // listing its own deletions change
+        let keys = self.list(prefix).await?;
+        let (batchable, one_by_one): (Vec<String>, Vec<String>) =
+            keys.iter().cloned().partition(|key| fits_delete_objects_xml(key));
+        for batch in batchable.chunks(MAX_KEYS_PER_DELETE) {
+            self.delete_batch(batch).await?;
+        }
+        for key in &one_by_one {
+            self.delete_listed(key).await?;
+        }
+        Ok(keys.len() as u64)
     }
 }
 
