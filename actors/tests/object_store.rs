@@ -58,6 +58,39 @@ impl Fixture {
             Fixture::S3(store) => store,
         }
     }
+
+    /// Ends a test that passed: the S3 bucket goes now, the local directory
+    /// with the fixture.
+    async fn remove(self) {
+        if let Fixture::S3(store) = &self {
+            remove_bucket(store).await;
+        }
+    }
+}
+
+/// Removes a test's bucket and everything in it, so that runs do not pile
+/// up buckets: SeaweedFS gives each bucket volumes of its own, and a server
+/// with a few dozen of them left has none for the next one.
+/// (The client's own `delete_and_purge_bucket` sends keys with `&` as
+/// malformed XML.)
+async fn remove_bucket(store: &S3ObjectStore) {
+    let keys = store.list("").await.expect("the test's objects are listed");
+    futures::stream::iter(keys)
+        .for_each_concurrent(16, |key| async move {
+            store
+                .delete(&key)
+                .await
+                .unwrap_or_else(|e| panic!("deleting {key}: {e}"));
+        })
+        .await;
+    store
+        .client()
+        .delete_bucket(store.bucket())
+        .unwrap()
+        .build()
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("removing bucket {}: {e}", store.bucket()));
 }
 
 fn five_mib() -> Vec<u8> {
@@ -438,6 +471,7 @@ macro_rules! conformance_suite {
                 async fn $property() {
                     let fixture = Fixture::local().await;
                     super::$property(fixture.store()).await;
+                    fixture.remove().await;
                 }
             )*
         }
@@ -448,6 +482,7 @@ macro_rules! conformance_suite {
                 async fn $property() {
                     let fixture = Fixture::s3().await;
                     super::$property(fixture.store()).await;
+                    fixture.remove().await;
                 }
             )*
         }
@@ -555,6 +590,7 @@ mod s3_only {
         // a second process on the same bucket finds it and its objects
         let again = S3ObjectStore::connect(&settings).await.expect("reuses the bucket");
         assert_eq!(again.get("kept/doc").await.unwrap(), b"kept");
+        remove_bucket(&store).await;
     }
 
     #[tokio::test]
@@ -578,6 +614,7 @@ mod s3_only {
             .unwrap()
             .to_bytes();
         assert_eq!(&bytes[..], b"bytes");
+        remove_bucket(&store).await;
     }
 
     #[tokio::test]
@@ -609,6 +646,7 @@ mod s3_only {
         }
         // and the object is untouched
         assert_eq!(store.get("secret/doc").await.unwrap(), b"x");
+        remove_bucket(&store).await;
     }
 
     #[tokio::test]
