@@ -7,6 +7,7 @@
 //! shorthands over the streams.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +27,9 @@ pub use s3::{
 /// read so far.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
+/// The longest a presigned URL may stay valid: S3's limit for signature v4.
+pub const MAX_PRESIGNED_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectStoreError {
     #[error("object {0} not found")]
@@ -36,6 +40,8 @@ pub enum ObjectStoreError {
     /// given to `delete_prefix`.
     #[error("invalid object prefix {0:?}")]
     InvalidPrefix(String),
+    #[error("invalid presigned url expiry {0:?}: it must be from 1 second to 7 days")]
+    InvalidExpiry(Duration),
     #[error("object store i/o failed for {key}: {source}")]
     Io {
         key: String,
@@ -74,7 +80,9 @@ pub enum ObjectStoreError {
 /// A layer that wraps a store and changes the bytes on their way (encryption,
 /// compression) implements `put_stream` and `get_stream` and can leave `put`
 /// and `get` to their defaults, which go through those two. It must decide
-/// for itself what `size` reports.
+/// for itself what `size` reports and must not hand out the inner store's
+/// presigned URLs, which would move bytes past it: returning `Ok(None)` makes
+/// the API carry the bytes through the layer instead.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `bytes` under `key`, replacing any object there; a reader never
@@ -125,6 +133,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// would mean the whole store, is refused. Objects put under the prefix
     /// while it runs may survive, so stop the writers first.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, ObjectStoreError>;
+
+    /// A URL a client can PUT the object's bytes to directly until
+    /// `expires_in` has passed, or `None` when this store cannot hand one out
+    /// (then the API takes the upload itself).
+    async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<Option<String>, ObjectStoreError>;
+
+    /// A URL a client can GET the object from directly until `expires_in`
+    /// has passed, or `None` as for `presign_put`.
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<Option<String>, ObjectStoreError>;
 }
 
 /// Objects as files under a root directory; keys are `/`-separated paths of
@@ -172,6 +189,16 @@ fn folder_of(prefix: &str) -> Result<&str, ObjectStoreError> {
     } else {
         Err(ObjectStoreError::InvalidPrefix(prefix.to_owned()))
     }
+}
+
+/// The whole seconds of a presigned URL's lifetime; shorter than a second
+/// or longer than S3 allows is refused rather than silently rounded up.
+fn presigned_expiry_seconds(expires_in: Duration) -> Result<u32, ObjectStoreError> {
+    if expires_in < Duration::from_secs(1) || expires_in > MAX_PRESIGNED_EXPIRY {
+        return Err(ObjectStoreError::InvalidExpiry(expires_in));
+    }
+    // at most 604 800 by the check above
+    Ok(expires_in.as_secs() as u32)
 }
 
 fn io_error(key: &str) -> impl FnOnce(std::io::Error) -> ObjectStoreError + '_ {
@@ -346,6 +373,18 @@ impl ObjectStore for LocalObjectStore {
             Err(error) if is_missing(&error) => Ok(deleted),
             Err(error) => Err(io_error(prefix)(error)),
         }
+    }
+
+    async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<Option<String>, ObjectStoreError> {
+        validate_key(key)?;
+        presigned_expiry_seconds(expires_in)?;
+        Ok(None)
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<Option<String>, ObjectStoreError> {
+        validate_key(key)?;
+        presigned_expiry_seconds(expires_in)?;
+        Ok(None)
     }
 }
 

@@ -382,6 +382,29 @@ async fn list_and_delete_prefix_go_past_one_page(store: &dyn ObjectStore) {
     assert_eq!(store.list("").await.unwrap(), ["few/doc"]);
 }
 
+async fn presigned_expiries_are_checked(store: &dyn ObjectStore) {
+    for expires_in in [
+        Duration::ZERO,
+        Duration::from_millis(999),
+        Duration::from_secs(7 * 24 * 3600 + 1),
+    ] {
+        assert!(
+            matches!(
+                store.presign_put("p/doc", expires_in).await,
+                Err(ObjectStoreError::InvalidExpiry(_))
+            ),
+            "presign_put {expires_in:?} accepted"
+        );
+        assert!(
+            matches!(
+                store.presign_get("p/doc", expires_in).await,
+                Err(ObjectStoreError::InvalidExpiry(_))
+            ),
+            "presign_get {expires_in:?} accepted"
+        );
+    }
+}
+
 async fn round_trip(store: &dyn ObjectStore) {
     let large = five_mib();
     for (key, bytes) in [
@@ -459,6 +482,21 @@ async fn invalid_keys_are_refused(store: &dyn ObjectStore) {
             matches!(store.size(key).await, Err(ObjectStoreError::InvalidKey(_))),
             "size {key:?} accepted"
         );
+        let minute = Duration::from_secs(60);
+        assert!(
+            matches!(
+                store.presign_put(key, minute).await,
+                Err(ObjectStoreError::InvalidKey(_))
+            ),
+            "presign_put {key:?} accepted"
+        );
+        assert!(
+            matches!(
+                store.presign_get(key, minute).await,
+                Err(ObjectStoreError::InvalidKey(_))
+            ),
+            "presign_get {key:?} accepted"
+        );
     }
 }
 
@@ -503,9 +541,10 @@ conformance_suite!(
     list_and_delete_prefix_keep_to_their_folder,
     invalid_prefixes_are_refused,
     list_and_delete_prefix_go_past_one_page,
+    presigned_expiries_are_checked,
 );
 
-/// What only the local adapter does: staging files.
+/// What only the local adapter does: no presigned URLs, staging files.
 mod local_only {
     use super::*;
 
@@ -527,6 +566,15 @@ mod local_only {
             }
         }
         files
+    }
+
+    #[tokio::test]
+    async fn there_are_no_presigned_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        let minute = Duration::from_secs(60);
+        assert_eq!(store.presign_put("a/doc", minute).await.unwrap(), None);
+        assert_eq!(store.presign_get("a/doc", minute).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -646,6 +694,59 @@ mod s3_only {
         }
         // and the object is untouched
         assert_eq!(store.get("secret/doc").await.unwrap(), b"x");
+        remove_bucket(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_presigned_put_then_a_presigned_get() {
+        let settings = s3_settings();
+        let store = S3ObjectStore::connect(&settings).await.unwrap();
+        let http = reqwest::Client::new();
+        let minute = Duration::from_secs(60);
+        let upload_url = store
+            .presign_put("up/doc.bin", minute)
+            .await
+            .unwrap()
+            .expect("s3 presigns");
+        let bytes = five_mib();
+        let response = http.put(&upload_url).body(bytes.clone()).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        assert!(
+            store.get("up/doc.bin").await.unwrap() == bytes,
+            "the upload came back different"
+        );
+
+        let download_url = store
+            .presign_get("up/doc.bin", minute)
+            .await
+            .unwrap()
+            .expect("s3 presigns");
+        let response = http.get(&download_url).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        assert!(
+            response.bytes().await.unwrap() == bytes,
+            "the download came back different"
+        );
+        // the url carries a signature, never the secret
+        assert!(!upload_url.contains(&settings.secret_key), "{upload_url}");
+        remove_bucket(&store).await;
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_expire() {
+        let store = S3ObjectStore::connect(&s3_settings()).await.unwrap();
+        store.put("expiring/doc", b"old".to_vec()).await.unwrap();
+        let second = Duration::from_secs(1);
+        let upload_url = store.presign_put("expiring/doc", second).await.unwrap().unwrap();
+        let download_url = store.presign_get("expiring/doc", second).await.unwrap().unwrap();
+        // past the expiry, whatever second the signature's time fell in
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let http = reqwest::Client::new();
+        let response = http.put(&upload_url).body(b"new".to_vec()).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+        let response = http.get(&download_url).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+        assert_eq!(store.get("expiring/doc").await.unwrap(), b"old");
         remove_bucket(&store).await;
     }
 

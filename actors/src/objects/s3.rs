@@ -2,9 +2,12 @@
 //! (AWS, MinIO, SeaweedFS, …) addressed path-style, one bucket, created at
 //! start when it is missing.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use http::Method;
 use minio::s3::builders::ObjectToDelete;
 use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, S3ServerError};
@@ -16,7 +19,7 @@ use minio::s3::segmented_bytes::SegmentedBytes;
 use minio::s3::types::{PartInfo, Region, S3Api, ToStream, UploadId};
 use minio::s3::{MinioClient, MinioClientBuilder};
 
-use super::{folder_of, validate_key, ByteStream, ObjectStore, ObjectStoreError};
+use super::{folder_of, presigned_expiry_seconds, validate_key, ByteStream, ObjectStore, ObjectStoreError};
 
 /// Where and as whom the S3 adapter connects. `Debug` never shows the
 /// secret key.
@@ -544,6 +547,27 @@ impl S3ObjectStore {
         }
         Ok(())
     }
+
+    async fn presign(
+        &self,
+        key: &str,
+        method: Method,
+        expires_in: Duration,
+    ) -> Result<Option<String>, ObjectStoreError> {
+        validate_key(key)?;
+        let seconds = presigned_expiry_seconds(expires_in)?;
+        // signed here with the configured region: no request to the server
+        let response = self
+            .client
+            .get_presigned_object_url(self.bucket.as_str(), key, method)
+            .map_err(Self::invalid_key(key))?
+            .expiry_seconds(seconds)
+            .build()
+            .send()
+            .await
+            .map_err(|error| self.map_error(error, self.object_target(key), None))?;
+        Ok(Some(response.url))
+    }
 }
 
 #[async_trait]
@@ -673,6 +697,14 @@ impl ObjectStore for S3ObjectStore {
             self.delete_listed(key).await?;
         }
         Ok(keys.len() as u64)
+    }
+
+    async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<Option<String>, ObjectStoreError> {
+        self.presign(key, Method::PUT, expires_in).await
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<Option<String>, ObjectStoreError> {
+        self.presign(key, Method::GET, expires_in).await
     }
 }
 
