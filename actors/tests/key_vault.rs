@@ -171,3 +171,58 @@ async fn sqlite_concurrent_first_use_makes_one_key() {
 async fn postgres_concurrent_first_use_makes_one_key() {
     concurrent_first_use_makes_one_key(postgres().await).await;
 }
+
+/// The encrypting object store over a local directory: what reaches the
+/// directory is ciphertext, objects written before a rotation still read,
+/// an altered object is refused, and an erased tenant's objects are gone
+/// for good even if a copy of their bytes survived.
+#[tokio::test]
+async fn encrypted_objects_hold_only_ciphertext_and_survive_rotation() {
+    use actors::objects::{tenant_prefix, EncryptedObjectStore, LocalObjectStore, ObjectStore, ObjectStoreError};
+    let (db, dir) = sqlite().await;
+    let vault = Arc::new(KeyVault::new(db, MasterKey::generate()));
+    let raw: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(dir.path().join("objects")));
+    let objects = EncryptedObjectStore::new(raw.clone(), vault.clone());
+    let alice = tenant();
+    let phrase = b"the quarterly numbers are confidential ";
+    let large: Vec<u8> = phrase.iter().copied().cycle().take(3 * 1024 * 1024 + 5).collect();
+    let before = format!("{}documents/a", tenant_prefix(alice));
+    objects.put(&before, large.clone()).await.unwrap();
+    vault.rotate(alice).await.unwrap();
+    let after = format!("{}documents/b", tenant_prefix(alice));
+    objects
+        .put(&after, b"written after the rotation".to_vec())
+        .await
+        .unwrap();
+
+    for key in [&before, &after] {
+        let stored = raw.get(key).await.unwrap();
+        assert!(stored.starts_with(b"NSE1"));
+        assert!(
+            !stored.windows(12).any(|w| w == b"confidential"),
+            "plaintext at rest in {key}"
+        );
+    }
+    assert_eq!(objects.get(&before).await.unwrap(), large);
+    assert_eq!(objects.get(&after).await.unwrap(), b"written after the rotation");
+    assert_eq!(objects.size(&before).await.unwrap(), Some(large.len() as u64));
+
+    // one flipped byte in the middle of the ciphertext
+    let mut altered = raw.get(&after).await.unwrap();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0x40;
+    raw.put(&after, altered).await.unwrap();
+    assert!(matches!(
+        objects.get(&after).await,
+        Err(ObjectStoreError::Unreadable { .. })
+    ));
+
+    // keys outside a tenant's prefix are refused: nothing is stored in plain
+    assert!(objects.put("staging/x", b"plain".to_vec()).await.is_err());
+
+    let copy = raw.get(&before).await.unwrap();
+    vault.destroy(alice).await.unwrap();
+    raw.put(&before, copy).await.unwrap();
+    let error = objects.get(&before).await.unwrap_err();
+    assert!(error.to_string().contains("does not exist"), "{error}");
+}

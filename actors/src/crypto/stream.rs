@@ -20,7 +20,7 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 
 use super::{random_bytes, CryptoError, DataKey, KeyId, TAG_LEN};
 
@@ -35,8 +35,7 @@ pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 const PREFIX_LEN: usize = 19;
 const MAX_HEADER_LEN: usize = 4 + 1 + 4 + 1 + 255 + PREFIX_LEN;
 
-/// A stream of bytes in pieces, as the object store moves them.
-pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+pub use crate::objects::ByteStream;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamHeader {
