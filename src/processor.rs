@@ -366,7 +366,7 @@ async fn process(shared: &Shared, document_id: DocumentId) -> Result<(), Attempt
             Ok(name) => name,
             // the tenant was erased while its document waited: nothing of it
             // can be read again, so retrying would only spin
-            Err(error @ (KeyError::Missing { .. } | KeyError::NoKeys { .. })) => {
+            Err(error @ (KeyError::Missing { .. } | KeyError::NoKeys { .. } | KeyError::Erased { .. })) => {
                 let command = DocumentCommand::FailProcessing {
                     worker: shared.worker_id.clone(),
                     reason: format!("the document cannot be decrypted: {error}"),

@@ -34,6 +34,10 @@ pub enum KeyError {
     Missing { tenant_id: TenantId, key_id: String },
     #[error("tenant {tenant_id} has no data key: it was erased or has never stored anything")]
     NoKeys { tenant_id: TenantId },
+    /// Its keys were destroyed; none is made again, so nothing written for
+    /// it after the erasure could be read.
+    #[error("tenant {tenant_id} was erased: nothing can be encrypted or read for it")]
+    Erased { tenant_id: TenantId },
     #[error("could not make a data key for tenant {tenant_id}: other nodes kept racing for it")]
     Contended { tenant_id: TenantId },
 }
@@ -296,6 +300,9 @@ impl KeyVault {
                 }
                 return self.unwrap_row(row);
             }
+            if self.is_erased(tenant_id).await? {
+                return Err(KeyError::Erased { tenant_id });
+            }
             let key = DataKey::generate(tenant_id);
             // another node making the first key at the same moment wins the
             // unique index; its key is read on the next turn
@@ -307,6 +314,24 @@ impl KeyVault {
             }
         }
         Err(KeyError::Contended { tenant_id })
+    }
+
+    pub async fn is_erased(&self, tenant_id: TenantId) -> Result<bool, KeyError> {
+        let found: Option<i64> = match &self.db {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT 1 FROM erased_tenants WHERE user_id = ?")
+                    .bind(tenant_id.0.to_string())
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar("SELECT 1::BIGINT FROM erased_tenants WHERE user_id = $1")
+                    .bind(tenant_id.0)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        Ok(found.is_some())
     }
 
     /// The tenant's key of that id, for reading data sealed under it.
@@ -403,7 +428,8 @@ impl KeyVault {
     }
 
     /// Crypto-shredding: the tenant's wrapped keys are overwritten, then
-    /// deleted, and dropped from this node's cache. Returns how many keys
+    /// deleted, the tenant is marked erased (no key is made for it again),
+    /// and its keys are dropped from this node's cache. Returns how many keys
     /// were destroyed (0 when they already were).
     pub async fn destroy(&self, tenant_id: TenantId) -> Result<u64, KeyError> {
         // overwriting first means the page that held the wrapped key is
@@ -420,6 +446,11 @@ impl KeyVault {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                sqlx::query("INSERT INTO erased_tenants (user_id, erased_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    .bind(tenant_id.0.to_string())
+                    .bind(sqlite_time(Utc::now()))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 deleted
             }
@@ -437,6 +468,11 @@ impl KeyVault {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                sqlx::query("INSERT INTO erased_tenants (user_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(tenant_id.0)
+                    .bind(Utc::now())
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 deleted
             }

@@ -14,11 +14,13 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 14] = [
+const EXPECTED_TABLES: [&str; 16] = [
     "api_keys",
     "audit_log",
     "documents_registry",
     "encryption_keys",
+    "erased_tenants",
+    "erasure_receipts",
     "events",
     "knowledge_base_documents",
     "knowledge_bases",
@@ -414,6 +416,11 @@ async fn write_sample_rows(database: &Database) {
         "INSERT INTO projection_applied (projection, stream_id, version) VALUES ('registry', 'tenant-x', 1)",
         "INSERT INTO outbox_relay_lease (id, holder, expires_at) VALUES (1, 'relay-1', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ('registry', 't', 0, 1)",
+        "INSERT INTO erasure_receipts (erasure_id, tenant_id, component, acknowledged_at, detail) VALUES \
+         ('7b0b7f5e-0000-4000-8000-000000000006', '7b0b7f5e-0000-4000-8000-000000000001', 'registry', \
+          '2026-01-01T00:00:00.000000Z', 'removed')",
+        "INSERT INTO erased_tenants (user_id, erased_at) VALUES \
+         ('7b0b7f5e-0000-4000-8000-000000000007', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO encryption_keys (id, user_id, wrapped_key, master_key_id, created_at) VALUES \
          ('0123456789abcdef', '7b0b7f5e-0000-4000-8000-000000000001', 'wrapped', 'master', \
           '2026-01-01T00:00:00.000000Z')",

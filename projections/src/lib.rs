@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod consumed;
+pub mod erasure;
 pub mod generations;
 pub mod registry;
 pub mod runtime;

@@ -384,6 +384,36 @@ async fn apply_tenant(
                 )
                 .await?;
         }
+        TenantEvent::TenantErased { erasure_id } => {
+            // every row of the tenant goes; the links of its knowledge bases
+            // and of its documents first, while the subqueries can find them
+            let statements = [
+                "DELETE FROM knowledge_base_documents WHERE knowledge_base_id IN \
+                 (SELECT id FROM knowledge_bases WHERE user_id = $1)",
+                "DELETE FROM knowledge_base_documents WHERE document_id IN \
+                 (SELECT id FROM documents_registry WHERE user_id = $1)",
+                "DELETE FROM knowledge_bases WHERE user_id = $1",
+                "DELETE FROM documents_registry WHERE user_id = $1",
+                "DELETE FROM api_keys WHERE user_id = $1",
+                "DELETE FROM user_clients WHERE id = $1",
+            ];
+            let mut removed = 0;
+            for statement in statements {
+                removed += transaction.execute(statement, &[Param::Uuid(tenant.0)]).await?;
+            }
+            transaction
+                .execute(
+                    crate::erasure::ACKNOWLEDGE_SQL,
+                    &crate::erasure::acknowledge_params(
+                        erasure_id,
+                        tenant,
+                        "registry",
+                        at,
+                        &format!("{removed} registry rows removed"),
+                    ),
+                )
+                .await?;
+        }
     }
     Ok(())
 }

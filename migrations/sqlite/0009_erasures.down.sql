@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS erased_tenants;
+DROP TABLE IF EXISTS erasure_receipts;
