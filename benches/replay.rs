@@ -200,6 +200,7 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
         role: Role::User,
         label: (number > 0).then(|| format!("ci runner {number}")),
         expires_at: (number == 2).then(|| Utc::now() + chrono::Duration::days(90)),
+        scopes: Default::default(),
     }));
     appender.append_all(&tenant_stream, &opening).await?;
 

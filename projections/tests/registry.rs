@@ -138,6 +138,7 @@ fn key_issued(key: &str, role: Role, label: Option<&str>, expires_at: Option<Dat
         role,
         label: label.map(str::to_owned),
         expires_at,
+        scopes: Default::default(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actors::aggregate_actor::Written;
 use actors::ActorSystem;
 use chrono::{DateTime, Utc};
-use domain::tenant::{Email, Role, TenantCommand};
+use domain::tenant::{ApiKeyScopes, Email, Role, TenantCommand};
 use domain::{ApiKeyId, EventMetadata, TenantId};
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -127,6 +127,7 @@ pub async fn register_user(
                 secret_hash: key.secret_hash,
                 label: Some("initial".into()),
                 expires_at: None,
+                scopes: ApiKeyScopes::default(),
             },
             metadata,
         )
@@ -190,6 +191,7 @@ impl UsersApi {
                     secret_hash: key.secret_hash,
                     label: body.label.clone(),
                     expires_at: body.expires_at,
+                    scopes: ApiKeyScopes::default(),
                 },
                 caller.metadata(),
             )

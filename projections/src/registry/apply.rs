@@ -359,6 +359,7 @@ async fn apply_tenant(
             role,
             label,
             expires_at,
+            scopes: _,
         } => {
             transaction
                 .execute(
