@@ -29,6 +29,11 @@ pub(crate) const ENTITY_TABLES: [&str; 5] = [
 
 const POSTGRES_DDL: &str = include_str!("../../../migrations/postgres/0002_registry.up.sql");
 const SQLITE_DDL: &str = include_str!("../../../migrations/sqlite/0002_registry.up.sql");
+/// The later migrations that change the entity tables, oldest first: the
+/// migrator applies them to the `default` tables only, so every other
+/// generation's copy gets them from [`Tables::create`].
+const POSTGRES_CHANGES: &[&str] = &[include_str!("../../../migrations/postgres/0008_api_key_scopes.up.sql")];
+const SQLITE_CHANGES: &[&str] = &[include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql")];
 /// Where the migration's shared bookkeeping tables begin: not copied.
 const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
 
@@ -93,11 +98,17 @@ impl Tables {
         })
     }
 
-    /// Creates this generation's tables (idempotent).
+    /// Creates this generation's tables, or brings tables created by an
+    /// older version to the current columns (idempotent).
     pub(crate) async fn create(&self, db: &Database) -> Result<(), sqlx::Error> {
         if self.generation.is_default() {
             return Ok(());
         }
+        self.create_tables(db).await?;
+        self.apply_changes(db).await
+    }
+
+    async fn create_tables(&self, db: &Database) -> Result<(), sqlx::Error> {
         match db {
             Database::Postgres(_) => {
                 let schema = self.schema.as_deref().unwrap_or_default();
@@ -120,6 +131,43 @@ impl Tables {
                 execute_script(db, &ddl).await
             }
         }
+    }
+
+    /// Runs the statements of the later migrations against this
+    /// generation's tables, in one transaction under its writers' lock, so
+    /// that two processes starting at once do not both add a column. On
+    /// Postgres the statements are idempotent themselves (`IF NOT EXISTS`);
+    /// SQLite has no such clause, so an `ADD COLUMN` whose column is there
+    /// already is skipped.
+    async fn apply_changes(&self, db: &Database) -> Result<(), sqlx::Error> {
+        let changes = match db {
+            Database::Postgres(_) => POSTGRES_CHANGES,
+            Database::Sqlite(_) => SQLITE_CHANGES,
+        };
+        let mut transaction = Transaction::begin(db, &self.projection_key()).await?;
+        if let Database::Sqlite(_) = db {
+            // an ALTER TABLE finds its table and columns in the schema this
+            // connection last read, which may predate the tables that
+            // create_tables just made on another pooled connection; a read
+            // of the schema table makes it reload a stale one first
+            transaction.execute("SELECT COUNT(*) FROM sqlite_schema", &[]).await?;
+        }
+        for statement in changes.iter().flat_map(|script| statements(script)) {
+            let statement = self.qualify(&statement).into_owned();
+            if let (Database::Sqlite(_), Some((table, column))) = (db, added_column(&statement)) {
+                let present = transaction
+                    .fetch_optional(
+                        "SELECT 1 AS present FROM pragma_table_info($1) WHERE name = $2",
+                        &[Param::text(table), Param::text(column)],
+                    )
+                    .await?;
+                if present.is_some() {
+                    continue;
+                }
+            }
+            transaction.execute(&statement, &[]).await?;
+        }
+        transaction.commit().await
     }
 
     /// Drops this generation's tables and its bookkeeping rows, in one
@@ -188,6 +236,38 @@ impl Writer {
     pub(crate) async fn fetch_all(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>, sqlx::Error> {
         let sql = self.tables.qualify(sql);
         self.transaction.fetch_all(&sql, params).await
+    }
+}
+
+/// The statements of a migration script, comments removed. The
+/// migrations these are read from put no `;` and no `--` inside a literal.
+fn statements(script: &str) -> Vec<String> {
+    let without_comments: String = script
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|statement| !statement.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `(table, column)` of an `ALTER TABLE <table> ADD COLUMN <column> …`.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = statement.split_whitespace().take(6).collect();
+    match words.as_slice() {
+        [alter, table_keyword, table, add, column_keyword, column]
+            if alter.eq_ignore_ascii_case("alter")
+                && table_keyword.eq_ignore_ascii_case("table")
+                && add.eq_ignore_ascii_case("add")
+                && column_keyword.eq_ignore_ascii_case("column") =>
+        {
+            Some((table, column))
+        }
+        _ => None,
     }
 }
 
@@ -296,6 +376,46 @@ mod tests {
         };
         assert_eq!(default.projection_key(), "registry");
         assert_eq!(prefixed("x").projection_key(), "registry@g2");
+    }
+
+    #[test]
+    fn later_changes_split_into_statements_that_touch_entity_tables_only() {
+        let sqlite: Vec<String> = SQLITE_CHANGES.iter().flat_map(|script| statements(script)).collect();
+        assert_eq!(
+            sqlite
+                .iter()
+                .map(|statement| added_column(statement))
+                .collect::<Vec<_>>(),
+            vec![
+                Some(("api_keys", "read_only")),
+                Some(("api_keys", "knowledge_base_ids"))
+            ],
+            "{sqlite:#?}"
+        );
+        for statement in POSTGRES_CHANGES.iter().flat_map(|script| statements(script)) {
+            assert!(
+                statement.contains("ADD COLUMN IF NOT EXISTS"),
+                "a postgres change that is not idempotent: {statement}"
+            );
+        }
+        for statement in POSTGRES_CHANGES
+            .iter()
+            .chain(SQLITE_CHANGES)
+            .flat_map(|script| statements(script))
+        {
+            let (table, _) = added_column(&statement).unwrap_or_else(|| {
+                panic!("not an ADD COLUMN: make it idempotent on sqlite too, then here: {statement}")
+            });
+            assert!(ENTITY_TABLES.contains(&table), "{statement}");
+            assert!(!statement.contains("--"), "a comment survived: {statement}");
+        }
+        let qualified = prefixed("registry_gg2.")
+            .qualify(&statements(POSTGRES_CHANGES[0])[0])
+            .into_owned();
+        assert!(
+            qualified.starts_with("ALTER TABLE registry_gg2.api_keys ADD COLUMN IF NOT EXISTS read_only"),
+            "{qualified}"
+        );
     }
 
     #[test]
