@@ -573,6 +573,23 @@ async fn reads_are_scoped_to_the_tenant(backend: Backend) {
         .await
         .expect("links")
         .is_empty());
+    assert_eq!(
+        registry
+            .document_knowledge_bases(alice, alice_doc)
+            .await
+            .expect("bases"),
+        [alice_kb]
+    );
+    for (tenant, document) in [(alice, bob_doc), (bob, alice_doc)] {
+        assert!(
+            registry
+                .document_knowledge_bases(tenant, document)
+                .await
+                .expect("bases")
+                .is_empty(),
+            "another tenant's document shows its knowledge bases"
+        );
+    }
     let names = registry
         .document_file_names(alice, &[alice_doc, bob_doc])
         .await

@@ -15,6 +15,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A read-only key on a route that sends a command.
+    #[error("api key {key_id} is read only: it cannot send commands")]
+    ReadOnlyKey { key_id: String },
+    /// A key limited to knowledge bases on a route that reaches past them.
+    #[error("api key {key_id} is limited to knowledge bases: it cannot {action}")]
+    KnowledgeBaseScopedKey { key_id: String, action: String },
     /// A malformed request the route parsed itself (a query parameter).
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -70,7 +76,9 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ReadOnlyKey { .. } | ApiError::KnowledgeBaseScopedKey { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -86,6 +94,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::ReadOnlyKey { .. } => "read_only_key",
+            ApiError::KnowledgeBaseScopedKey { .. } => "knowledge_base_scoped_key",
             ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
                 code
             }

@@ -203,6 +203,31 @@ impl Registry {
             .collect()
     }
 
+    /// The tenant's knowledge bases that `document` is in; empty when it is
+    /// in none or is another tenant's.
+    pub async fn document_knowledge_bases(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+    ) -> Result<Vec<KnowledgeBaseId>, RegistryError> {
+        let sql = "SELECT link.knowledge_base_id FROM knowledge_base_documents link \
+             JOIN knowledge_bases kb ON kb.id = link.knowledge_base_id \
+             JOIN documents_registry doc ON doc.id = link.document_id \
+             WHERE link.document_id = $1 AND kb.user_id = $2 AND doc.user_id = $2 \
+             ORDER BY link.knowledge_base_id";
+        self.fetch_all(sql, &[Param::Uuid(document.0), Param::Uuid(tenant.0)])
+            .await
+            .map_err(failed(|| {
+                format!("list of knowledge bases of document {document} of tenant {tenant}")
+            }))?
+            .iter()
+            .map(|row| {
+                let reader = RowReader::new(row, "knowledge_base_documents").keyed(document);
+                Ok(KnowledgeBaseId(reader.uuid("knowledge_base_id")?))
+            })
+            .collect()
+    }
+
     /// The file names of those of `ids` that are the tenant's documents.
     pub async fn document_file_names(
         &self,
