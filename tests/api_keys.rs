@@ -1,12 +1,13 @@
 //! API keys through HTTP against the real app: revocation and expiry take
 //! effect on the next request, read-only keys read and search but send no
-//! command, and keys limited to knowledge bases reach those alone.
+//! command, keys limited to knowledge bases reach those alone, and an
+//! address that fails to authenticate too often is refused for a while.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{spawn_app, Backend, TestApp};
+use common::{read, spawn_app, spawn_app_configured, Backend, TestApp};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -405,4 +406,65 @@ async fn keys_limited_to_knowledge_bases_reach_only_them_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_limited_to_knowledge_bases_reach_only_them_on_postgres() {
     keys_limited_to_knowledge_bases_reach_only_them(Backend::Postgres).await;
+}
+
+/// A request with `token` from the test's address, with its `Retry-After`.
+async fn attempt(app: &TestApp, token: Option<&str>) -> (u16, Value, Option<u64>) {
+    let mut request = app.client.get(app.url("/v1/knowledge-bases"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request is sent");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok());
+    let (status, body) = read(response).await;
+    (status, body, retry_after)
+}
+
+/// Once an address has failed to authenticate `auth_failure_limit` times in
+/// a window, every request from it answers 429 until the window closes,
+/// even with a good key: checking the key is what the refusal saves, and
+/// what someone guessing keys wants done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_failing_to_authenticate_too_often_is_refused_until_its_window_closes() {
+    let app = spawn_app_configured(Backend::Sqlite, |config| {
+        config.auth_failure_limit = 3;
+        config.auth_failure_window_secs = 2;
+    })
+    .await;
+    let good = app.admin_key.clone();
+    let wrong_secret = {
+        let (key_id, _) = good.trim_start_matches("ns_").split_once('_').unwrap();
+        format!("ns_{key_id}_{}", "0".repeat(64))
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt(&app, Some(&good)).await.0, 200, "successes count for nothing");
+    }
+    let window_opened = Instant::now();
+    for token in ["nonsense", wrong_secret.as_str(), "ns_000000000000_00"] {
+        let (status, problem, _) = attempt(&app, Some(token)).await;
+        assert_eq!(status, 401, "{token}: {problem}");
+        assert_eq!(
+            problem["detail"], "a valid api key is required",
+            "the same answer for any failure"
+        );
+    }
+    for token in [Some(wrong_secret.as_str()), Some(good.as_str()), None] {
+        let (status, problem, retry_after) = attempt(&app, token).await;
+        assert_eq!(status, 429, "{token:?}: {problem}");
+        assert_eq!(problem["code"], "too_many_failed_authentications", "{problem}");
+        let retry_after = retry_after.expect("a Retry-After header");
+        assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    }
+    let (status, _) = read(app.client.get(app.url("/health")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "health is not limited");
+
+    let closes = window_opened + Duration::from_secs(2);
+    tokio::time::sleep(closes.saturating_duration_since(Instant::now()) + Duration::from_millis(200)).await;
+    assert_eq!(attempt(&app, Some(&good)).await.0, 200, "the window closed");
+    assert_eq!(attempt(&app, Some(&wrong_secret)).await.0, 401, "counting starts again");
+    app.shutdown().await;
 }

@@ -21,6 +21,10 @@ pub enum ApiError {
     /// A key limited to knowledge bases on a route that reaches past them.
     #[error("api key {key_id} is limited to knowledge bases: it cannot {action}")]
     KnowledgeBaseScopedKey { key_id: String, action: String },
+    /// Too many failed authentications from the client's address; nothing
+    /// of the request was looked at.
+    #[error("too many failed authentications from this address: retry in {retry_after_secs} s")]
+    TooManyFailedAuthentications { retry_after_secs: u64 },
     /// A malformed request the route parsed itself (a query parameter).
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -79,6 +83,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::ReadOnlyKey { .. } | ApiError::KnowledgeBaseScopedKey { .. } => {
                 StatusCode::FORBIDDEN
             }
+            ApiError::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -96,6 +101,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::ReadOnlyKey { .. } => "read_only_key",
             ApiError::KnowledgeBaseScopedKey { .. } => "knowledge_base_scoped_key",
+            ApiError::TooManyFailedAuthentications { .. } => "too_many_failed_authentications",
             ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
                 code
             }
@@ -139,7 +145,13 @@ impl poem::error::ResponseError for ApiError {
             tracing::error!(error = %detail, "request failed");
             return problem_response(self.status(), self.code(), "internal error".into());
         }
-        problem_response(self.status(), self.code(), self.to_string())
+        let mut response = problem_response(self.status(), self.code(), self.to_string());
+        if let ApiError::TooManyFailedAuthentications { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(poem::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 

@@ -3,9 +3,11 @@
 //! table itself.
 
 mod audit;
+mod auth_guard;
 mod body_limit;
 mod documents;
 pub mod error;
+pub mod failed_auth;
 mod knowledge_bases;
 mod schemas;
 pub mod users;
@@ -193,11 +195,12 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let max_body = app.config.max_upload_bytes + 64 * 1024;
+    let failed_auth = auth_guard::FailedAuthGuard::new(app.config.failed_auth_limits());
     Route::new()
         .at("/health", get(health))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        .nest("/", api)
+        .nest("/", api.with(failed_auth))
         .with(body_limit::BodyLimit::new(max_body))
         .with(Tracing)
         .data(app)
