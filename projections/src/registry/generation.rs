@@ -1,5 +1,6 @@
 //! Where a registry generation's tables are: generation `default` is the
-//! tables of migration 0002, any other is the same DDL under another name.
+//! tables of migration 0002 as later migrations changed them, any other is
+//! the same DDL and changes under another name.
 //! On Postgres that is a schema per generation (`registry_g<name>`, tables
 //! created from the migration's own DDL, queries schema-qualified); SQLite
 //! has no schemas inside one database file, and a second attached file

@@ -1,5 +1,6 @@
 //! The registry: the relational read model of tenants, API keys, documents
-//! and knowledge bases (the tables of `migrations/*/0002_registry.up.sql`).
+//! and knowledge bases (the tables of `migrations/*/0002_registry.up.sql`,
+//! with the API key scope columns of `0008_api_key_scopes`).
 //!
 //! [`RegistryProjection`] writes it from the log; [`Registry`] reads it.
 //! Every timestamp written is the `recorded_at` of the event that wrote it,
