@@ -34,11 +34,6 @@ pub struct ApiKeyScopes {
 }
 
 impl ApiKeyScopes {
-    /// A key that reaches everything its role allows.
-    pub fn is_unscoped(&self) -> bool {
-        !self.read_only && self.knowledge_base_ids.is_none()
-    }
-
     fn validate(&self) -> Result<(), DomainError> {
         let Some(ids) = &self.knowledge_base_ids else {
             return Ok(());

@@ -93,7 +93,8 @@ enum Deleted {
 
 /// The caller's document, or 404 exactly as if it did not exist: also one
 /// that a key limited to knowledge bases cannot reach, since it is in none
-/// of them. With the document come the tenant's knowledge bases it is in.
+/// of them. For such a key the tenant's knowledge bases the document is in
+/// come with it; any other key needs no such read and gets `None`.
 async fn owned_document(
     app: &App,
     caller: &Caller,
