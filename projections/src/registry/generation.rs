@@ -136,10 +136,10 @@ impl Tables {
 
     /// Runs the statements of the later migrations against this
     /// generation's tables, in one transaction under its writers' lock, so
-    /// that two processes starting at once do not both add a column. On
-    /// Postgres the statements are idempotent themselves (`IF NOT EXISTS`);
-    /// SQLite has no such clause, so an `ADD COLUMN` whose column is there
-    /// already is skipped.
+    /// that two processes starting at once do not both add a column. An
+    /// `ADD COLUMN` whose column is there already is skipped: SQLite has no
+    /// `IF NOT EXISTS` for it, and on Postgres even a no-op `ALTER TABLE`
+    /// would lock the table against every reader, at every start.
     async fn apply_changes(&self, db: &Database) -> Result<(), sqlx::Error> {
         let changes = match db {
             Database::Postgres(_) => POSTGRES_CHANGES,
@@ -155,13 +155,27 @@ impl Tables {
         }
         for statement in changes.iter().flat_map(|script| statements(script)) {
             let statement = self.qualify(&statement).into_owned();
-            if let (Database::Sqlite(_), Some((table, column))) = (db, added_column(&statement)) {
-                let present = transaction
-                    .fetch_optional(
-                        "SELECT 1 AS present FROM pragma_table_info($1) WHERE name = $2",
-                        &[Param::text(table), Param::text(column)],
-                    )
-                    .await?;
+            if let Some((table, column)) = added_column(&statement) {
+                let present = match db {
+                    Database::Sqlite(_) => {
+                        transaction
+                            .fetch_optional(
+                                "SELECT 1 AS present FROM pragma_table_info($1) WHERE name = $2",
+                                &[Param::text(table), Param::text(column)],
+                            )
+                            .await?
+                    }
+                    Database::Postgres(_) => {
+                        let (schema, table) = table.split_once('.').unwrap_or(("public", table));
+                        transaction
+                            .fetch_optional(
+                                "SELECT 1 AS present FROM information_schema.columns \
+                                 WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+                                &[Param::text(schema), Param::text(table), Param::text(column)],
+                            )
+                            .await?
+                    }
+                };
                 if present.is_some() {
                     continue;
                 }
@@ -256,20 +270,22 @@ fn statements(script: &str) -> Vec<String> {
         .collect()
 }
 
-/// `(table, column)` of an `ALTER TABLE <table> ADD COLUMN <column> …`.
+/// `(table, column)` of an `ALTER TABLE <table> ADD COLUMN [IF NOT EXISTS]
+/// <column> …`.
 fn added_column(statement: &str) -> Option<(&str, &str)> {
-    let words: Vec<&str> = statement.split_whitespace().take(6).collect();
-    match words.as_slice() {
-        [alter, table_keyword, table, add, column_keyword, column]
-            if alter.eq_ignore_ascii_case("alter")
-                && table_keyword.eq_ignore_ascii_case("table")
-                && add.eq_ignore_ascii_case("add")
-                && column_keyword.eq_ignore_ascii_case("column") =>
-        {
-            Some((table, column))
-        }
-        _ => None,
+    let words: Vec<&str> = statement.split_whitespace().take(9).collect();
+    let keywords = |at: usize, expected: &[&str]| {
+        words.len() >= at + expected.len()
+            && words[at..at + expected.len()]
+                .iter()
+                .zip(expected)
+                .all(|(word, keyword)| word.eq_ignore_ascii_case(keyword))
+    };
+    if !keywords(0, &["alter", "table"]) || !keywords(3, &["add", "column"]) {
+        return None;
     }
+    let column_at = if keywords(5, &["if", "not", "exists"]) { 8 } else { 5 };
+    Some((words[2], *words.get(column_at)?))
 }
 
 /// Replaces identifier words of `sql` for which `replace` returns a
@@ -393,12 +409,24 @@ mod tests {
             ],
             "{sqlite:#?}"
         );
-        for statement in POSTGRES_CHANGES.iter().flat_map(|script| statements(script)) {
-            assert!(
-                statement.contains("ADD COLUMN IF NOT EXISTS"),
-                "a postgres change that is not idempotent: {statement}"
-            );
-        }
+        let postgres: Vec<String> = POSTGRES_CHANGES.iter().flat_map(|script| statements(script)).collect();
+        assert_eq!(
+            postgres
+                .iter()
+                .map(|statement| added_column(statement))
+                .collect::<Vec<_>>(),
+            vec![
+                Some(("api_keys", "read_only")),
+                Some(("api_keys", "knowledge_base_ids"))
+            ],
+            "{postgres:#?}"
+        );
+        assert_eq!(added_column("ALTER TABLE t ADD COLUMN"), None);
+        assert_eq!(added_column("ALTER TABLE t DROP COLUMN c"), None);
+        assert_eq!(
+            added_column("alter table t add column if not exists c INT"),
+            Some(("t", "c"))
+        );
         for statement in POSTGRES_CHANGES
             .iter()
             .chain(SQLITE_CHANGES)
