@@ -208,6 +208,7 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
         role: Role::User,
         label: (number > 0).then(|| format!("ci runner {number}")),
         expires_at: (number == 2).then(|| Utc::now() + chrono::Duration::days(90)),
+        scopes: Default::default(),
     }));
     appender.append_all(&tenant_stream, &opening).await?;
 
@@ -430,6 +431,7 @@ fn copy_text(value: &DumpValue, line: &mut String) {
     match value {
         DumpValue::Null => line.push_str("\\N"),
         DumpValue::Int(value) => line.push_str(&value.to_string()),
+        DumpValue::Bool(value) => line.push_str(if *value { "t" } else { "f" }),
         DumpValue::Uuid(value) => line.push_str(&value.hyphenated().to_string()),
         DumpValue::Time(value) => line.push_str(&rfc3339(value)),
         DumpValue::Text(value) => {
@@ -511,6 +513,7 @@ async fn bulk_load(database: &Database, dump: &RegistryDump) -> anyhow::Result<(
                         query = match value {
                             DumpValue::Null => query.bind(None::<String>),
                             DumpValue::Int(value) => query.bind(*value),
+                            DumpValue::Bool(value) => query.bind(*value),
                             DumpValue::Uuid(value) => query.bind(value.hyphenated().to_string()),
                             DumpValue::Time(value) => query.bind(rfc3339(value)),
                             DumpValue::Text(value) => query.bind(value.clone()),

@@ -128,6 +128,10 @@ impl Foundation {
         .await
         .context("cannot open the database")?;
         database.migrate_up().await.context("cannot apply migrations")?;
+        Registry::new(database.clone())
+            .upgrade_generations()
+            .await
+            .context("cannot bring the registry generations to the current columns")?;
         let (store, outbox) = database.event_log();
         let raw_objects: Arc<dyn ObjectStore> = match config.s3() {
             Some(settings) => {

@@ -252,7 +252,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(&config.data_dir)?;
             let database = actors::db::Database::connect(&config.database_url(), &Default::default()).await?;
             match direction {
-                Direction::Up => database.migrate_up().await?,
+                Direction::Up => {
+                    database.migrate_up().await?;
+                    projections::registry::Registry::new(database.clone())
+                        .upgrade_generations()
+                        .await?;
+                }
                 Direction::Down => database.migrate_down().await?,
             }
             eprintln!("migrations {direction:?} applied");

@@ -33,6 +33,13 @@ pub struct Config {
     /// How long a write waits for the registry to show it before answering.
     pub read_your_writes_timeout_ms: u64,
     pub max_upload_bytes: usize,
+    /// Failed authentications from one address within
+    /// `auth_failure_window_secs` after which the address is refused (429)
+    /// until that window closes.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window_secs: u64,
+    /// How many addresses the count keeps at most; the oldest is forgotten.
+    pub auth_failure_sources: usize,
     pub processing_workers: usize,
     pub processing_lease_secs: u64,
     pub processing_max_attempts: u32,
@@ -95,6 +102,9 @@ impl Default for Config {
             actor_idle_timeout_secs: 300,
             read_your_writes_timeout_ms: 5_000,
             max_upload_bytes: 25 * 1024 * 1024,
+            auth_failure_limit: 20,
+            auth_failure_window_secs: 60,
+            auth_failure_sources: 10_000,
             processing_workers: 2,
             processing_lease_secs: 120,
             processing_max_attempts: 3,
@@ -216,6 +226,15 @@ impl Config {
         }
         if self.max_upload_bytes == 0 {
             return invalid("NEUROSTASH_MAX_UPLOAD_BYTES", "must be positive");
+        }
+        if self.auth_failure_limit == 0 {
+            return invalid("NEUROSTASH_AUTH_FAILURE_LIMIT", "must be positive");
+        }
+        if !(1..=86_400).contains(&self.auth_failure_window_secs) {
+            return invalid("NEUROSTASH_AUTH_FAILURE_WINDOW_SECS", "must be between 1 and 86400");
+        }
+        if !(1..=1_000_000).contains(&self.auth_failure_sources) {
+            return invalid("NEUROSTASH_AUTH_FAILURE_SOURCES", "must be between 1 and 1000000");
         }
         if self
             .kafka_brokers
@@ -347,6 +366,14 @@ impl Config {
     pub fn read_your_writes_timeout(&self) -> Duration {
         Duration::from_millis(self.read_your_writes_timeout_ms)
     }
+
+    pub fn failed_auth_limits(&self) -> crate::api::failed_auth::FailedAuthLimits {
+        crate::api::failed_auth::FailedAuthLimits {
+            max_failures: self.auth_failure_limit,
+            window: Duration::from_secs(self.auth_failure_window_secs),
+            max_sources: self.auth_failure_sources,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +393,41 @@ mod tests {
         };
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("NEUROSTASH_POSTGRES_URL"), "{message}");
+    }
+
+    #[test]
+    fn failed_authentication_limits_must_be_positive() {
+        for (config, variable) in [
+            (
+                Config {
+                    auth_failure_limit: 0,
+                    ..Config::default()
+                },
+                "NEUROSTASH_AUTH_FAILURE_LIMIT",
+            ),
+            (
+                Config {
+                    auth_failure_window_secs: 0,
+                    ..Config::default()
+                },
+                "NEUROSTASH_AUTH_FAILURE_WINDOW_SECS",
+            ),
+            (
+                Config {
+                    auth_failure_sources: 0,
+                    ..Config::default()
+                },
+                "NEUROSTASH_AUTH_FAILURE_SOURCES",
+            ),
+        ] {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(variable), "{message}");
+        }
+        let limits = Config::default().failed_auth_limits();
+        assert_eq!(
+            (limits.max_failures, limits.window, limits.max_sources),
+            (20, Duration::from_secs(60), 10_000)
+        );
     }
 
     #[test]

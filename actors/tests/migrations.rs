@@ -405,6 +405,9 @@ async fn write_sample_rows(database: &Database) {
           '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO api_keys (key_id, user_id, secret_hash, role, created_at) VALUES \
          ('key_1', '7b0b7f5e-0000-4000-8000-000000000001', 'hash', 'ADMIN', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO api_keys (key_id, user_id, secret_hash, role, created_at, read_only, knowledge_base_ids) \
+         VALUES ('key_2', '7b0b7f5e-0000-4000-8000-000000000001', 'hash', 'USER', '2026-01-01T00:00:00.000000Z', \
+         TRUE, '[\"7b0b7f5e-0000-4000-8000-000000000003\"]')",
         "INSERT INTO knowledge_bases (id, user_id, name, created_at, updated_at) VALUES \
          ('7b0b7f5e-0000-4000-8000-000000000003', '7b0b7f5e-0000-4000-8000-000000000001', 'kb', \
           '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
@@ -473,6 +476,40 @@ async fn assert_file_names_unique_per_tenant(database: &Database) {
         .expect("the same name for another tenant");
 }
 
+/// A key's scopes: unscoped unless given, and a knowledge base list is a
+/// JSON array or nothing.
+async fn assert_api_key_scopes_are_checked(database: &Database) {
+    execute(
+        database,
+        "INSERT INTO user_clients (id, email, role, created_at, updated_at) VALUES \
+         ('7b0b7f5e-0000-4000-8000-0000000000c1', 'scoped@example.com', 'USER', \
+          '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+    )
+    .await
+    .expect("a tenant");
+    let insert = |key_id: &str, knowledge_base_ids: &str| {
+        format!(
+            "INSERT INTO api_keys (key_id, user_id, secret_hash, role, created_at, knowledge_base_ids) VALUES \
+             ('{key_id}', '7b0b7f5e-0000-4000-8000-0000000000c1', 'hash', 'USER', '2026-01-01T00:00:00.000000Z', \
+             {knowledge_base_ids})"
+        )
+    };
+    execute(database, &insert("unscoped", "NULL"))
+        .await
+        .expect("a key without scopes");
+    let read_only = "SELECT read_only FROM api_keys WHERE key_id = 'unscoped'";
+    let read_only: bool = match database {
+        Database::Sqlite(pool) => sqlx::query_scalar(read_only).fetch_one(pool).await,
+        Database::Postgres(pool) => sqlx::query_scalar(read_only).fetch_one(pool).await,
+    }
+    .expect("read it back");
+    assert!(!read_only, "a key is not read only unless said so");
+    for not_an_array in ["'{\"id\": 1}'", "'\"7b0b7f5e-0000-4000-8000-000000000003\"'"] {
+        let refused = execute(database, &insert("bad", not_an_array)).await;
+        assert!(refused.is_err(), "knowledge_base_ids {not_an_array} was accepted");
+    }
+}
+
 async fn migrations_go_up_down_and_up_again(backend: Backend) {
     let test = open(backend).await;
     let database = &test.database;
@@ -482,6 +519,7 @@ async fn migrations_go_up_down_and_up_again(backend: Backend) {
     let first_up = inspect(database).await;
     assert_fully_migrated(backend, &first_up);
     assert_file_names_unique_per_tenant(database).await;
+    assert_api_key_scopes_are_checked(database).await;
     write_sample_rows(database).await;
 
     database.migrate_down().await.expect("down");

@@ -8,13 +8,54 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::DomainError;
-use crate::ids::{ApiKeyId, TenantId};
+use crate::ids::{ApiKeyId, KnowledgeBaseId, TenantId};
 use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
 /// How many unrevoked keys a tenant may hold at once; bounds what a leaked
 /// key can mint.
 pub const MAX_ACTIVE_API_KEYS: usize = 50;
+
+/// How many knowledge bases one key may be limited to: the scope is read on
+/// every request the key makes.
+pub const MAX_KEY_KNOWLEDGE_BASES: usize = 100;
+
+/// What a key may reach within its tenant. The default, an unscoped key,
+/// reaches everything its role allows; events written before scopes existed
+/// decode to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiKeyScopes {
+    /// Reads and searches only: every route that sends a command is refused.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Only these knowledge bases and the documents linked to them; null
+    /// for all of the tenant's. The API checks that they are the tenant's
+    /// own when the key is issued: the tenant's stream does not know them.
+    #[serde(default)]
+    pub knowledge_base_ids: Option<Vec<KnowledgeBaseId>>,
+}
+
+impl ApiKeyScopes {
+    fn validate(&self) -> Result<(), DomainError> {
+        let Some(ids) = &self.knowledge_base_ids else {
+            return Ok(());
+        };
+        if ids.is_empty() || ids.len() > MAX_KEY_KNOWLEDGE_BASES {
+            return Err(DomainError::invalid(
+                "knowledge_base_ids",
+                format!("must name 1 to {MAX_KEY_KNOWLEDGE_BASES} knowledge bases, or be absent for all of them"),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(duplicate) = ids.iter().find(|id| !seen.insert(**id)) {
+            return Err(DomainError::invalid(
+                "knowledge_base_ids",
+                format!("knowledge base {duplicate} is named twice"),
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -87,6 +128,7 @@ pub enum TenantCommand {
         secret_hash: String,
         label: Option<String>,
         expires_at: Option<DateTime<Utc>>,
+        scopes: ApiKeyScopes,
     },
     RevokeApiKey {
         key_id: ApiKeyId,
@@ -114,6 +156,9 @@ pub enum TenantEvent {
         role: Role,
         label: Option<String>,
         expires_at: Option<DateTime<Utc>>,
+        /// Absent from events written before keys had scopes: unscoped.
+        #[serde(default)]
+        scopes: ApiKeyScopes,
     },
     ApiKeyRevoked {
         key_id: ApiKeyId,
@@ -202,6 +247,7 @@ impl Aggregate for Tenant {
                 secret_hash,
                 label,
                 expires_at,
+                scopes,
             } => {
                 let (tenant_id, role) = self.registered()?;
                 if self.api_keys.contains_key(key_id) {
@@ -221,12 +267,14 @@ impl Aggregate for Tenant {
                         return Err(DomainError::invalid("label", "at most 100 printable characters"));
                     }
                 }
+                scopes.validate()?;
                 Ok(vec![TenantEvent::ApiKeyIssued {
                     key_id: key_id.clone(),
                     secret_hash: secret_hash.clone(),
                     role,
                     label: label.clone(),
                     expires_at: *expires_at,
+                    scopes: scopes.clone(),
                 }])
             }
             TenantCommand::RevokeApiKey { key_id } => {

@@ -5,7 +5,9 @@ use chrono::{DateTime, Duration, Utc};
 use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease};
 use domain::event::event_schemas;
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
-use domain::tenant::{Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
+use domain::tenant::{
+    ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS, MAX_KEY_KNOWLEDGE_BASES,
+};
 use domain::testing::{stand_in_sealed, Scenario};
 use domain::{
     Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload, KnowledgeBaseId, TenantId,
@@ -51,6 +53,7 @@ mod tenant {
             secret_hash: format!("hash-{n}"),
             label: Some(format!("laptop {n}")),
             expires_at: Some(at(60)),
+            scopes: ApiKeyScopes::default(),
         }
     }
 
@@ -61,6 +64,7 @@ mod tenant {
             role,
             label: Some(format!("laptop {n}")),
             expires_at: Some(at(60)),
+            scopes: ApiKeyScopes::default(),
         }
     }
 
@@ -70,6 +74,28 @@ mod tenant {
             secret_hash: "hash".into(),
             label: Some(label.into()),
             expires_at: None,
+            scopes: ApiKeyScopes::default(),
+        }
+    }
+
+    fn issue_scoped(scopes: ApiKeyScopes) -> TenantCommand {
+        TenantCommand::IssueApiKey {
+            key_id: key(1),
+            secret_hash: "hash".into(),
+            label: None,
+            expires_at: None,
+            scopes,
+        }
+    }
+
+    fn limited_to(count: usize) -> ApiKeyScopes {
+        ApiKeyScopes {
+            read_only: false,
+            knowledge_base_ids: Some(
+                (0..count as u128)
+                    .map(|n| KnowledgeBaseId(Uuid::from_u128(n + 1)))
+                    .collect(),
+            ),
         }
     }
 
@@ -220,12 +246,59 @@ mod tenant {
                 role: Role::User,
                 label: Some("é".repeat(100)),
                 expires_at: None,
+                scopes: ApiKeyScopes::default(),
             }]);
         for label in ["x".repeat(101), "tab\there".into(), "bell\u{7}".into()] {
             Scenario::<Tenant>::given([registered(Role::User)])
                 .when(issue_with_label(&label))
                 .then_reject(is_invalid("label"));
         }
+    }
+
+    #[test]
+    fn an_issued_key_carries_its_scopes() {
+        let scopes = ApiKeyScopes {
+            read_only: true,
+            ..limited_to(2)
+        };
+        Scenario::<Tenant>::given([registered(Role::Admin)])
+            .when(issue_scoped(scopes.clone()))
+            .then_expect([TenantEvent::ApiKeyIssued {
+                key_id: key(1),
+                secret_hash: "hash".into(),
+                role: Role::Admin,
+                label: None,
+                expires_at: None,
+                scopes,
+            }]);
+    }
+
+    #[test]
+    fn a_key_is_limited_to_1_to_100_distinct_knowledge_bases() {
+        for count in [1, MAX_KEY_KNOWLEDGE_BASES] {
+            Scenario::<Tenant>::given([registered(Role::User)])
+                .when(issue_scoped(limited_to(count)))
+                .then_expect([TenantEvent::ApiKeyIssued {
+                    key_id: key(1),
+                    secret_hash: "hash".into(),
+                    role: Role::User,
+                    label: None,
+                    expires_at: None,
+                    scopes: limited_to(count),
+                }]);
+        }
+        for count in [0, MAX_KEY_KNOWLEDGE_BASES + 1] {
+            Scenario::<Tenant>::given([registered(Role::User)])
+                .when(issue_scoped(limited_to(count)))
+                .then_reject(is_invalid("knowledge_base_ids"));
+        }
+        let mut twice = limited_to(3);
+        let ids = twice.knowledge_base_ids.as_mut().unwrap();
+        ids.push(ids[1]);
+        let error = Scenario::<Tenant>::given([registered(Role::User)])
+            .when(issue_scoped(twice))
+            .then_reject(is_invalid("knowledge_base_ids"));
+        assert!(error.to_string().contains(&Uuid::from_u128(2).to_string()), "{error}");
     }
 
     #[test]
@@ -885,6 +958,10 @@ mod stored_events {
                 role: Role::User,
                 label: Some("laptop \"quoted\" ✓".into()),
                 expires_at: Some(at(60) + Duration::nanoseconds(123_456_789)),
+                scopes: ApiKeyScopes {
+                    read_only: true,
+                    knowledge_base_ids: Some(vec![KnowledgeBaseId(Uuid::from_u128(7))]),
+                },
             },
             TenantEvent::ApiKeyIssued {
                 key_id: ApiKeyId("key-2".into()),
@@ -892,6 +969,7 @@ mod stored_events {
                 role: Role::Admin,
                 label: None,
                 expires_at: None,
+                scopes: ApiKeyScopes::default(),
             },
             TenantEvent::ApiKeyRevoked {
                 key_id: ApiKeyId("key-1".into()),
@@ -1055,6 +1133,50 @@ mod stored_events {
         .to_data();
         assert_eq!(data, serde_json::json!({ "key_id": "key-1" }));
         assert_eq!(DocumentEvent::DocumentDeleted {}.to_data(), serde_json::json!({}));
+    }
+
+    /// Events in logs written before keys had scopes carry no `scopes`
+    /// field: they must decode, as unscoped keys, without a new schema
+    /// version.
+    #[test]
+    fn an_api_key_issued_before_scopes_existed_decodes_unscoped() {
+        let stored = serde_json::json!({
+            "key_id": "0123456789ab",
+            "secret_hash": "ab".repeat(32),
+            "role": "USER",
+            "label": "initial",
+            "expires_at": null,
+        });
+        let decoded = AnyEvent::decode(Tenant::CATEGORY, "ApiKeyIssued", SCHEMA_VERSION, stored);
+        assert_eq!(
+            decoded,
+            Ok(AnyEvent::Tenant(TenantEvent::ApiKeyIssued {
+                key_id: ApiKeyId("0123456789ab".into()),
+                secret_hash: "ab".repeat(32),
+                role: Role::User,
+                label: Some("initial".into()),
+                expires_at: None,
+                scopes: ApiKeyScopes::default(),
+            }))
+        );
+        let partial = serde_json::json!({
+            "key_id": "0123456789ab",
+            "secret_hash": "hash",
+            "role": "ADMIN",
+            "scopes": { "read_only": true },
+        });
+        let Ok(AnyEvent::Tenant(TenantEvent::ApiKeyIssued { scopes, .. })) =
+            AnyEvent::decode(Tenant::CATEGORY, "ApiKeyIssued", SCHEMA_VERSION, partial)
+        else {
+            panic!("a scopes object without knowledge_base_ids does not decode");
+        };
+        assert_eq!(
+            scopes,
+            ApiKeyScopes {
+                read_only: true,
+                knowledge_base_ids: None
+            }
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::fmt::Debug;
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName};
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
-use domain::tenant::{Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
+use domain::tenant::{ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
 use domain::testing::{round_trip, stand_in_sealed};
 use domain::Protected;
 
@@ -200,6 +200,7 @@ mod tenant {
             key: KeyPick,
             label: Option<String>,
             expires_at: Option<i64>,
+            scopes: ApiKeyScopes,
         },
         /// `count` keys with new ids and valid labels in a row, as a script
         /// would issue them: reaches the active key limit in short sequences.
@@ -227,11 +228,19 @@ mod tenant {
             1 => Just(Some("x".repeat(101))),
             1 => Just(Some("bell\u{7}".to_owned())),
         ];
+        // a few knowledge bases, so that a duplicate in a scope happens
+        let knowledge_bases = vec((1u128..=3).prop_map(|n| KnowledgeBaseId(Uuid::from_u128(n))), 0..=3);
+        let scopes = (any::<bool>(), proptest::option::weighted(0.3, knowledge_bases)).prop_map(
+            |(read_only, knowledge_base_ids)| ApiKeyScopes {
+                read_only,
+                knowledge_base_ids,
+            },
+        );
         prop_oneof![
             1 => (0..EMAILS.len(), prop_oneof![Just(Role::User), Just(Role::Admin)])
                 .prop_map(|(email, role)| Step::Register { email, role }),
-            6 => (key_pick(5, 1), label, proptest::option::of(0i64..120))
-                .prop_map(|(key, label, expires_at)| Step::Issue { key, label, expires_at }),
+            6 => (key_pick(5, 1), label, proptest::option::of(0i64..120), scopes)
+                .prop_map(|(key, label, expires_at, scopes)| Step::Issue { key, label, expires_at, scopes }),
             1 => (5usize..=25).prop_map(|count| Step::IssueMany { count }),
             3 => key_pick(1, 6).prop_map(|key| Step::Revoke { key }),
             1 => Just(Step::Erase),
@@ -261,13 +270,19 @@ mod tenant {
                 Step::Erase => commands.push(TenantCommand::Erase {
                     erasure_id: uuid::Uuid::from_u128(commands.len() as u128),
                 }),
-                Step::Issue { key, label, expires_at } => {
+                Step::Issue {
+                    key,
+                    label,
+                    expires_at,
+                    scopes,
+                } => {
                     let key_id = name_key(key);
                     commands.push(TenantCommand::IssueApiKey {
                         secret_hash: format!("hash-of-{key_id}"),
                         key_id,
                         label: label.clone(),
                         expires_at: expires_at.map(at),
+                        scopes: scopes.clone(),
                     });
                 }
                 Step::IssueMany { count } => {
@@ -278,6 +293,7 @@ mod tenant {
                             key_id,
                             label: Some("provisioning script".to_owned()),
                             expires_at: None,
+                            scopes: ApiKeyScopes::default(),
                         });
                     }
                 }
@@ -289,7 +305,7 @@ mod tenant {
 
     fn check_step(
         before: &Tenant,
-        _command: &TenantCommand,
+        command: &TenantCommand,
         decision: &Decision<TenantEvent>,
         after: &Tenant,
     ) -> TestCaseResult {
@@ -332,12 +348,23 @@ mod tenant {
             );
         }
         for event in events_of(decision) {
-            if let TenantEvent::ApiKeyIssued { role, .. } = event {
+            if let TenantEvent::ApiKeyIssued { role, scopes, .. } = event {
                 prop_assert_eq!(
                     Some(*role),
                     before.role,
                     "an issued key does not carry the tenant's role"
                 );
+                if let TenantCommand::IssueApiKey { scopes: asked_for, .. } = command {
+                    prop_assert_eq!(scopes, asked_for, "an issued key does not carry the scopes asked for");
+                }
+                if let Some(ids) = &scopes.knowledge_base_ids {
+                    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+                    prop_assert!(
+                        !ids.is_empty() && distinct.len() == ids.len(),
+                        "a key was limited to {:?}",
+                        ids
+                    );
+                }
             }
         }
         Ok(())

@@ -27,6 +27,7 @@ pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    Bool(bool),
     Uuid(Uuid),
     OptUuid(Option<Uuid>),
     Time(DateTime<Utc>),
@@ -68,6 +69,7 @@ fn sqlite_query<'q>(sql: &'q str, params: &[Param]) -> SqliteQuery<'q> {
         Param::Text(value) => query.bind(value.clone()),
         Param::OptText(value) => query.bind(value.clone()),
         Param::Int(value) => query.bind(*value),
+        Param::Bool(value) => query.bind(*value),
         Param::Uuid(value) => query.bind(value.hyphenated().to_string()),
         Param::OptUuid(value) => query.bind(value.map(|value| value.hyphenated().to_string())),
         Param::Time(value) => query.bind(sqlite_time(value)),
@@ -80,6 +82,7 @@ fn pg_query<'q>(sql: &'q str, params: &[Param]) -> PgQuery<'q> {
         Param::Text(value) => query.bind(value.clone()),
         Param::OptText(value) => query.bind(value.clone()),
         Param::Int(value) => query.bind(*value),
+        Param::Bool(value) => query.bind(*value),
         Param::Uuid(value) => query.bind(*value),
         Param::OptUuid(value) => query.bind(*value),
         Param::Time(value) => query.bind(*value),
@@ -240,6 +243,15 @@ impl Row {
     }
 
     pub(crate) fn int(&self, column: &str) -> Result<Option<i64>, String> {
+        let value = match self {
+            Row::Sqlite(row) => row.try_get(column),
+            Row::Postgres(row) => row.try_get(column),
+        };
+        value.map_err(|error| error.to_string())
+    }
+
+    /// SQLite keeps a boolean as the integer 0 or 1, which sqlx decodes.
+    pub(crate) fn bool(&self, column: &str) -> Result<Option<bool>, String> {
         let value = match self {
             Row::Sqlite(row) => row.try_get(column),
             Row::Postgres(row) => row.try_get(column),

@@ -9,13 +9,15 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use actors::db::Database;
 use actors::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{ArtifactRef, DocumentEvent, DocumentStatus, FileName};
 use domain::event::EventPayload;
 use domain::knowledge_base::KnowledgeBaseEvent;
-use domain::tenant::{Email, Role, TenantEvent};
+use domain::tenant::{ApiKeyScopes, Email, Role, TenantEvent};
 use domain::{ApiKeyId, DocumentId, EventMetadata, KnowledgeBaseId, LogPosition, Protected, StreamId, TenantId};
+use projections::generations::{GenerationName, Generations};
 use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{catch_up, catch_up_to_head, Projection, ProjectionError};
 use support::Backend;
@@ -28,6 +30,7 @@ on_both_backends!(
     reset_and_replay_rebuild_an_equal_registry,
     documents_page_with_a_total,
     undecodable_events_stop_the_projection_and_roll_back_the_batch,
+    api_key_scopes_reach_every_generation_old_ones_included,
 );
 
 struct Harness {
@@ -36,6 +39,7 @@ struct Harness {
     appended: Mutex<LogPosition>,
     projection: RegistryProjection,
     registry: Registry,
+    db: Database,
     /// Keeps the SQLite file alive for the test.
     _directory: Option<tempfile::TempDir>,
 }
@@ -47,7 +51,8 @@ impl Harness {
             store: db.event_store(),
             appended: Mutex::new(LogPosition::START),
             projection: RegistryProjection::new(db.clone()),
-            registry: Registry::new(db),
+            registry: Registry::new(db.clone()),
+            db,
             _directory: directory,
         }
     }
@@ -139,6 +144,7 @@ fn key_issued(key: &str, role: Role, label: Option<&str>, expires_at: Option<Dat
         role,
         label: label.map(str::to_owned),
         expires_at,
+        scopes: Default::default(),
     }
 }
 
@@ -568,6 +574,23 @@ async fn reads_are_scoped_to_the_tenant(backend: Backend) {
         .await
         .expect("links")
         .is_empty());
+    assert_eq!(
+        registry
+            .document_knowledge_bases(alice, alice_doc)
+            .await
+            .expect("bases"),
+        [alice_kb]
+    );
+    for (tenant, document) in [(alice, bob_doc), (bob, alice_doc)] {
+        assert!(
+            registry
+                .document_knowledge_bases(tenant, document)
+                .await
+                .expect("bases")
+                .is_empty(),
+            "another tenant's document shows its knowledge bases"
+        );
+    }
     let names = registry
         .document_file_names(alice, &[alice_doc, bob_doc])
         .await
@@ -720,4 +743,132 @@ async fn undecodable_events_stop_the_projection_and_roll_back_the_batch(backend:
         .expect_err("an unknown event type is refused");
     assert!(matches!(error, ProjectionError::Event { .. }), "{error}");
     assert!(error.to_string().contains("TenantExploded"), "{error}");
+}
+
+/// SQLite looks up the column of an `ALTER TABLE … DROP COLUMN` in the
+/// schema its connection last read, without the retry on a stale schema
+/// other statements get: a pooled connection that has not read since
+/// another one added the column would not find it. So the statements run
+/// on one connection, after a read that refreshes its schema.
+async fn execute_on_one_connection(db: &Database, statements: &[String]) {
+    match db {
+        Database::Sqlite(pool) => {
+            let mut connection = pool.acquire().await.expect("connection");
+            sqlx::query("SELECT COUNT(*) FROM sqlite_schema")
+                .execute(&mut *connection)
+                .await
+                .expect("schema read");
+            for sql in statements {
+                sqlx::query(sql)
+                    .execute(&mut *connection)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+        }
+        Database::Postgres(pool) => {
+            for sql in statements {
+                sqlx::query(sql)
+                    .execute(pool)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+        }
+    }
+}
+
+/// A key issued with scopes reads back with them, and a key issued before
+/// scopes existed (its event has no `scopes` field) reads as unscoped, in
+/// the default tables and in a generation whose tables were created before
+/// the scope columns existed, once `upgrade_generations` has run.
+async fn api_key_scopes_reach_every_generation_old_ones_included(backend: Backend) {
+    let harness = Harness::open(backend).await;
+    let (alice, registered) = tenant_registered("alice@example.com", Role::User);
+    let scopes = ApiKeyScopes {
+        read_only: true,
+        knowledge_base_ids: Some(vec![
+            KnowledgeBaseId(Uuid::from_u128(2)),
+            KnowledgeBaseId(Uuid::from_u128(1)),
+        ]),
+    };
+    let scoped = TenantEvent::ApiKeyIssued {
+        key_id: ApiKeyId("key-scoped".to_owned()),
+        secret_hash: "hash-of-key-scoped".to_owned(),
+        role: Role::User,
+        label: None,
+        expires_at: None,
+        scopes: scopes.clone(),
+    };
+    harness.append(&alice.stream_id(), &[registered, scoped]).await;
+    harness
+        .append_raw(
+            &alice.stream_id(),
+            vec![NewEvent {
+                event_id: Uuid::new_v4(),
+                event_type: "ApiKeyIssued".to_owned(),
+                schema_version: domain::SCHEMA_VERSION,
+                data: serde_json::json!({
+                    "key_id": "key-old",
+                    "secret_hash": "hash-of-key-old",
+                    "role": "USER",
+                    "label": null,
+                    "expires_at": null,
+                }),
+                metadata: EventMetadata::system(Uuid::new_v4()),
+            }],
+        )
+        .await;
+
+    // a generation made by a version without the scope columns
+    let g2 = GenerationName::parse("g2").unwrap();
+    Generations::new(harness.db.clone())
+        .create("registry", &g2)
+        .await
+        .expect("generation row");
+    harness
+        .registry
+        .create_generation(&g2)
+        .await
+        .expect("generation tables");
+    let old_table = match backend {
+        Backend::Sqlite => "registry_gg2__api_keys",
+        Backend::Postgres => "registry_gg2.api_keys",
+    };
+    let drops: Vec<String> = ["knowledge_base_ids", "read_only"]
+        .iter()
+        .map(|column| format!("ALTER TABLE {old_table} DROP COLUMN {column}"))
+        .collect();
+    execute_on_one_connection(&harness.db, &drops).await;
+    // twice: the second finds every column in place
+    for _ in 0..2 {
+        harness.registry.upgrade_generations().await.expect("upgrade");
+    }
+
+    harness.catch_up().await;
+    let shadow = RegistryProjection::for_generation(harness.db.clone(), g2.clone());
+    catch_up_to_head(&*harness.store, &shadow, 2)
+        .await
+        .expect("shadow catches up");
+    let in_g2 = Registry::at_generation(harness.db.clone(), g2);
+    for registry in [&harness.registry, &in_g2] {
+        let key = |id: &str| {
+            let id = ApiKeyId(id.to_owned());
+            async move { registry.api_key(&id).await.expect("read").expect("key row") }
+        };
+        assert_eq!(key("key-scoped").await.scopes, scopes, "the order of the ids is kept");
+        assert_eq!(key("key-old").await.scopes, ApiKeyScopes::default());
+        let listed: Vec<ApiKeyScopes> = registry
+            .list_api_keys(alice)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|key| key.scopes)
+            .collect();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.contains(&scopes), "{listed:?}");
+    }
+    assert_eq!(
+        in_g2.dump().await.expect("dump").entities(),
+        harness.registry.dump().await.expect("dump").entities(),
+        "the upgraded generation differs from the default tables"
+    );
 }

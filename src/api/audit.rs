@@ -137,6 +137,7 @@ impl AuditApi {
         after: Query<Option<i64>>,
     ) -> poem::Result<Json<AuditPage>> {
         let caller = auth.0;
+        caller.require_tenant_wide("read the audit log")?;
         let tenant_id = tenant_scope(&caller, parse_tenant(tenant.0.as_deref())?)?;
         let since = parse_since(since.0.as_deref())?;
         let limit = check_limit(limit.0)?;

@@ -93,13 +93,40 @@ enum Deleted {
     Deleted,
 }
 
-async fn owned_document(app: &App, caller: &Caller, id: Uuid) -> Result<DocumentRow, ApiError> {
+/// The caller's document, or 404 exactly as if it did not exist: also one
+/// that a key limited to knowledge bases cannot reach, since it is in none
+/// of them. For such a key the tenant's knowledge bases the document is in
+/// come with it; any other key needs no such read and gets `None`.
+async fn owned_document(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(DocumentRow, Option<Vec<KnowledgeBaseId>>), ApiError> {
     let document_id = DocumentId(id);
-    app.registry
+    let not_found = || ApiError::not_found("document", document_id);
+    let document = app
+        .registry
         .document(caller.tenant_id, document_id)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("document", document_id))
+        .ok_or_else(not_found)?;
+    if caller.scopes.knowledge_base_ids.is_none() {
+        return Ok((document, None));
+    }
+    let knowledge_bases = app
+        .registry
+        .document_knowledge_bases(caller.tenant_id, document_id)
+        .await
+        .map_err(ApiError::internal)?;
+    if !knowledge_bases.iter().any(|kb| caller.reaches(*kb)) {
+        return Err(not_found());
+    }
+    Ok((document, Some(knowledge_bases)))
+}
+
+/// [`owned_document`] alone, for the routes that only read it or link it.
+pub(super) async fn reachable_document(app: &App, caller: &Caller, id: Uuid) -> Result<DocumentRow, ApiError> {
+    Ok(owned_document(app, caller, id).await?.0)
 }
 
 pub struct DocumentsApi;
@@ -127,11 +154,17 @@ impl DocumentsApi {
             return Err(ApiError::PayloadTooLarge { limit }.into());
         }
         let knowledge_base = match form.knowledge_base_id.as_deref().map(str::trim) {
-            None | Some("") => None,
+            None | Some("") => {
+                caller.require_tenant_wide("upload a document outside a knowledge base")?;
+                None
+            }
             Some(raw) => {
                 let id: Uuid = raw
                     .parse()
                     .map_err(|_| ApiError::invalid(format!("knowledge_base_id {raw:?} is not a uuid")))?;
+                if !caller.reaches(KnowledgeBaseId(id)) {
+                    return Err(ApiError::not_found("knowledge base", id).into());
+                }
                 let kb = app
                     .registry
                     .knowledge_base(caller.tenant_id, KnowledgeBaseId(id))
@@ -211,6 +244,8 @@ impl DocumentsApi {
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<u32>,
         #[oai(default)] offset: Query<u32>,
     ) -> poem::Result<Json<DocumentPage>> {
+        auth.0
+            .require_tenant_wide("list every document: list those of a knowledge base instead")?;
         let (rows, total) = app
             .registry
             .list_documents(auth.0.tenant_id, limit.0 as i64, offset.0 as i64)
@@ -231,7 +266,7 @@ impl DocumentsApi {
     /// One document and its processing status.
     #[oai(path = "/documents/:id", method = "get", tag = "Tag::Documents")]
     async fn get(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<Json<DocumentView>> {
-        let row = owned_document(&app, &auth.0, id.0).await?;
+        let row = reachable_document(&app, &auth.0, id.0).await?;
         Ok(Json(DocumentView::of(&app, row).await))
     }
 
@@ -239,7 +274,20 @@ impl DocumentsApi {
     #[oai(path = "/documents/:id", method = "delete", tag = "Tag::Documents")]
     async fn delete(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<Deleted> {
         let caller = auth.0;
-        let document = owned_document(&app, &caller, id.0).await?;
+        let (document, knowledge_bases) = owned_document(&app, &caller, id.0).await?;
+        // a deleted document leaves every knowledge base it is in: a key
+        // limited to some of them must not empty the others
+        // (which ones is not said: the key is not to learn of them)
+        if knowledge_bases.iter().flatten().any(|kb| !caller.reaches(*kb)) {
+            return Err(ApiError::KnowledgeBaseScopedKey {
+                key_id: caller.key_id.to_string(),
+                action: format!(
+                    "delete document {}, which is also in knowledge bases outside its scope",
+                    document.id
+                ),
+            }
+            .into());
+        }
         let outcome = app
             .actors
             .documents

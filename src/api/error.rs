@@ -15,6 +15,16 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A read-only key on a route that sends a command.
+    #[error("api key {key_id} is read only: it cannot send commands")]
+    ReadOnlyKey { key_id: String },
+    /// A key limited to knowledge bases on a route that reaches past them.
+    #[error("api key {key_id} is limited to knowledge bases: it cannot {action}")]
+    KnowledgeBaseScopedKey { key_id: String, action: String },
+    /// Too many failed authentications from the client's address; nothing
+    /// of the request was looked at.
+    #[error("too many failed authentications from this address: retry in {retry_after_secs} s")]
+    TooManyFailedAuthentications { retry_after_secs: u64 },
     /// A malformed request the route parsed itself (a query parameter).
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -70,7 +80,10 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ReadOnlyKey { .. } | ApiError::KnowledgeBaseScopedKey { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -86,6 +99,9 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::ReadOnlyKey { .. } => "read_only_key",
+            ApiError::KnowledgeBaseScopedKey { .. } => "knowledge_base_scoped_key",
+            ApiError::TooManyFailedAuthentications { .. } => "too_many_failed_authentications",
             ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
                 code
             }
@@ -129,7 +145,13 @@ impl poem::error::ResponseError for ApiError {
             tracing::error!(error = %detail, "request failed");
             return problem_response(self.status(), self.code(), "internal error".into());
         }
-        problem_response(self.status(), self.code(), self.to_string())
+        let mut response = problem_response(self.status(), self.code(), self.to_string());
+        if let ApiError::TooManyFailedAuthentications { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(poem::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 

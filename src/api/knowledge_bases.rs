@@ -12,6 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use projections::registry::KnowledgeBaseRow;
 use uuid::Uuid;
 
+use super::documents::reachable_document;
 use super::error::ApiError;
 use super::{ApiKeyAuth, Caller};
 use crate::app::App;
@@ -117,9 +118,13 @@ struct SearchResponse {
     hits: Vec<SearchHit>,
 }
 
-/// The caller's knowledge base, or 404 exactly as if it did not exist.
+/// The caller's knowledge base, or 404 exactly as if it did not exist:
+/// also one outside the scope of the caller's key.
 async fn owned_knowledge_base(app: &App, caller: &Caller, id: Uuid) -> Result<KnowledgeBaseRow, ApiError> {
     let knowledge_base_id = KnowledgeBaseId(id);
+    if !caller.reaches(knowledge_base_id) {
+        return Err(ApiError::not_found("knowledge base", knowledge_base_id));
+    }
     app.registry
         .knowledge_base(caller.tenant_id, knowledge_base_id)
         .await
@@ -162,6 +167,8 @@ impl KnowledgeBasesApi {
         body: Json<CreateKnowledgeBase>,
     ) -> poem::Result<CreateKnowledgeBaseResponse> {
         let caller = auth.0;
+        // a key limited to knowledge bases could not reach the new one
+        caller.require_tenant_wide("create knowledge bases")?;
         let knowledge_base_id = KnowledgeBaseId(Uuid::now_v7());
         let outcome = app
             .actors
@@ -183,16 +190,21 @@ impl KnowledgeBasesApi {
         Ok(CreateKnowledgeBaseResponse::Created(Json(row.into())))
     }
 
-    /// The caller's knowledge bases.
+    /// The caller's knowledge bases: those its key reaches.
     #[oai(path = "/knowledge-bases", method = "get", tag = "Tag::KnowledgeBases")]
     async fn list(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth) -> poem::Result<Json<KnowledgeBaseList>> {
+        let caller = auth.0;
         let rows = app
             .registry
-            .list_knowledge_bases(auth.0.tenant_id)
+            .list_knowledge_bases(caller.tenant_id)
             .await
             .map_err(ApiError::internal)?;
         Ok(Json(KnowledgeBaseList {
-            items: rows.into_iter().map(Into::into).collect(),
+            items: rows
+                .into_iter()
+                .filter(|row| caller.reaches(row.id))
+                .map(Into::into)
+                .collect(),
         }))
     }
 
@@ -350,20 +362,16 @@ impl KnowledgeBasesApi {
     }
 }
 
-/// Links a document to a knowledge base after checking the caller owns it;
-/// shared by the link route and uploads that name a knowledge base.
-pub(super) async fn add_document_to_knowledge_base(
+/// Links a document to a knowledge base after checking the caller reaches
+/// it: a key limited to knowledge bases must not bring a document it cannot
+/// see into one it can.
+async fn add_document_to_knowledge_base(
     app: &App,
     caller: &Caller,
     knowledge_base_id: KnowledgeBaseId,
     document_id: DocumentId,
 ) -> Result<(), ApiError> {
-    let document = app
-        .registry
-        .document(caller.tenant_id, document_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("document", document_id))?;
+    let document = reachable_document(app, caller, document_id.0).await?;
     link_document(app, caller, knowledge_base_id, document_id, document.tenant_id).await
 }
 

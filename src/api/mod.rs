@@ -3,9 +3,11 @@
 //! table itself.
 
 mod audit;
+mod auth_guard;
 mod body_limit;
 mod documents;
 pub mod error;
+pub mod failed_auth;
 mod knowledge_bases;
 mod schemas;
 pub mod users;
@@ -14,8 +16,9 @@ use std::sync::Arc;
 
 use actors::aggregate_actor::Written;
 use chrono::Utc;
-use domain::tenant::Role;
-use domain::{ApiKeyId, EventMetadata, TenantId};
+use domain::tenant::{ApiKeyScopes, Role};
+use domain::{ApiKeyId, EventMetadata, KnowledgeBaseId, TenantId};
+use poem::http::Method;
 use poem::middleware::Tracing;
 use poem::{get, handler, EndpointExt, Request, Route};
 use poem_openapi::auth::Bearer;
@@ -29,11 +32,20 @@ use error::ApiError;
 pub const UNREADABLE: &str = "(unreadable)";
 
 /// Who is calling: resolved from the API key on every request.
+///
+/// A read-only key is refused by [`authenticate`] on every route that sends
+/// a command, before any route runs. A key limited to knowledge bases is
+/// checked by the routes, which know what they reach: a knowledge base
+/// outside the scope, or a document linked to none inside it, answers 404
+/// as another tenant's would, and a route that reaches past knowledge bases
+/// (the tenant's whole document list, creating a knowledge base, keys,
+/// users, the audit log) answers 403.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant_id: TenantId,
     pub role: Role,
     pub key_id: ApiKeyId,
+    pub scopes: ApiKeyScopes,
 }
 
 impl Caller {
@@ -52,6 +64,42 @@ impl Caller {
             Role::User => Err(ApiError::Forbidden("this route needs an admin api key".into())),
         }
     }
+
+    /// Whether the key may reach knowledge base `id` (its tenant's
+    /// ownership is checked apart).
+    pub fn reaches(&self, id: KnowledgeBaseId) -> bool {
+        self.scopes
+            .knowledge_base_ids
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&id))
+    }
+
+    /// Refuses a key limited to knowledge bases: `action` reaches past them.
+    pub fn require_tenant_wide(&self, action: &str) -> Result<(), ApiError> {
+        if self.scopes.knowledge_base_ids.is_none() {
+            return Ok(());
+        }
+        Err(ApiError::KnowledgeBaseScopedKey {
+            key_id: self.key_id.to_string(),
+            action: action.to_owned(),
+        })
+    }
+}
+
+/// Whether a request sends a command, which a read-only key may not: every
+/// method but GET and HEAD, except a search, which reads though it posts
+/// its query. Deciding by the method here rather than in each route means
+/// a new route that writes is refused to read-only keys without a word.
+fn sends_command(method: &Method, path: &str) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    let is_search = *method == Method::POST
+        && path
+            .strip_prefix("/v1/knowledge-bases/")
+            .and_then(|rest| rest.strip_suffix("/search"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    !is_search
 }
 
 /// `Authorization: Bearer ns_<key id>_<secret>`.
@@ -63,7 +111,14 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
     let app = request
         .data::<Arc<App>>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
-    app.authenticate(&bearer.token).await.map_err(poem::Error::from)
+    let caller = app.authenticate(&bearer.token).await?;
+    if caller.scopes.read_only && sends_command(request.method(), request.original_uri().path()) {
+        return Err(ApiError::ReadOnlyKey {
+            key_id: caller.key_id.to_string(),
+        }
+        .into());
+    }
+    Ok(caller)
 }
 
 impl App {
@@ -90,6 +145,7 @@ impl App {
             tenant_id: key.tenant_id,
             role: key.role,
             key_id,
+            scopes: key.scopes,
         })
     }
 
@@ -159,13 +215,44 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let max_body = app.config.max_upload_bytes + 64 * 1024;
+    let failed_auth = auth_guard::FailedAuthGuard::new(app.config.failed_auth_limits());
     Route::new()
         .at("/health", get(health))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        .nest("/", api)
+        .nest("/", api.with(failed_auth))
         .with(body_limit::BodyLimit::new(max_body))
         .with(Tracing)
         .data(app)
         .catch_all_error(error::render_any_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_but_get_sends_a_command_except_search() {
+        let kb = "/v1/knowledge-bases/0191e0a4-0000-7000-8000-000000000001";
+        for (method, path) in [
+            (Method::GET, "/v1/documents"),
+            (Method::HEAD, "/v1/documents"),
+            (Method::POST, format!("{kb}/search").as_str()),
+        ] {
+            assert!(!sends_command(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::POST, "/v1/documents"),
+            (Method::POST, "/v1/knowledge-bases"),
+            (Method::POST, format!("{kb}/documents").as_str()),
+            (Method::DELETE, kb),
+            (Method::PUT, format!("{kb}/search").as_str()),
+            (Method::POST, "/v1/knowledge-bases//search"),
+            (Method::POST, "/v1/knowledge-bases/a/b/search"),
+            (Method::POST, "/v1/api-keys"),
+            (Method::PATCH, "/v1/documents/x"),
+        ] {
+            assert!(sends_command(&method, path), "{method} {path}");
+        }
+    }
 }

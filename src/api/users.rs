@@ -1,13 +1,14 @@
 //! Users (tenants) and their API keys.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use actors::aggregate_actor::Written;
 use actors::keys::KeyVault;
 use actors::ActorSystem;
 use chrono::{DateTime, Utc};
-use domain::tenant::{Email, Role, TenantCommand};
-use domain::{ApiKeyId, EventMetadata, TenantId};
+use domain::tenant::{ApiKeyScopes, Email, Role, TenantCommand};
+use domain::{ApiKeyId, EventMetadata, KnowledgeBaseId, TenantId};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -51,6 +52,12 @@ enum CreateUserResponse {
 struct CreateKeyRequest {
     label: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    /// Reads and searches only: every route that changes something refuses the key.
+    #[oai(default)]
+    read_only: bool,
+    /// Limits the key to these of the caller's knowledge bases and the
+    /// documents in them; absent for all of them.
+    knowledge_base_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(Object)]
@@ -60,6 +67,8 @@ struct CreatedKey {
     api_key: String,
     label: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    read_only: bool,
+    knowledge_base_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(ApiResponse)]
@@ -76,6 +85,16 @@ struct ApiKeyView {
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    read_only: bool,
+    /// The knowledge bases the key is limited to; absent for all of them.
+    knowledge_base_ids: Option<Vec<Uuid>>,
+}
+
+fn knowledge_base_uuids(scopes: &ApiKeyScopes) -> Option<Vec<Uuid>> {
+    scopes
+        .knowledge_base_ids
+        .as_ref()
+        .map(|ids| ids.iter().map(|id| id.0).collect())
 }
 
 #[derive(Object)]
@@ -134,6 +153,7 @@ pub async fn register_user(
                 secret_hash: key.secret_hash,
                 label: Some("initial".into()),
                 expires_at: None,
+                scopes: ApiKeyScopes::default(),
             },
             metadata,
         )
@@ -160,6 +180,7 @@ impl UsersApi {
     ) -> poem::Result<CreateUserResponse> {
         let caller = auth.0;
         caller.require_admin()?;
+        caller.require_tenant_wide("create users")?;
         let role: Role = body
             .role
             .parse()
@@ -191,9 +212,36 @@ impl UsersApi {
         body: Json<CreateKeyRequest>,
     ) -> poem::Result<CreateKeyResponse> {
         let caller = auth.0;
+        // a scoped key may only issue keys no broader than itself; the
+        // simplest rule that keeps it so is that scoped keys issue none (a
+        // read-only key never gets here: this route sends a command)
+        caller.require_tenant_wide("issue api keys")?;
         if body.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(ApiError::invalid("expires_at must be in the future").into());
         }
+        let knowledge_base_ids: Option<Vec<KnowledgeBaseId>> = body
+            .knowledge_base_ids
+            .as_ref()
+            .map(|ids| ids.iter().copied().map(KnowledgeBaseId).collect());
+        if let Some(ids) = &knowledge_base_ids {
+            // one read whatever the number of ids; how many a key may name
+            // is the domain's to refuse
+            let owned: HashSet<KnowledgeBaseId> = app
+                .registry
+                .list_knowledge_bases(caller.tenant_id)
+                .await
+                .map_err(ApiError::internal)?
+                .into_iter()
+                .map(|row| row.id)
+                .collect();
+            if let Some(foreign) = ids.iter().find(|id| !owned.contains(id)) {
+                return Err(ApiError::not_found("knowledge base", foreign).into());
+            }
+        }
+        let scopes = ApiKeyScopes {
+            read_only: body.read_only,
+            knowledge_base_ids,
+        };
         let key = app.key_hasher.mint();
         let outcome = app
             .actors
@@ -205,6 +253,7 @@ impl UsersApi {
                     secret_hash: key.secret_hash,
                     label: body.label.clone(),
                     expires_at: body.expires_at,
+                    scopes: scopes.clone(),
                 },
                 caller.metadata(),
             )
@@ -216,12 +265,16 @@ impl UsersApi {
             api_key: key.token,
             label: body.label.clone(),
             expires_at: body.expires_at,
+            read_only: scopes.read_only,
+            knowledge_base_ids: knowledge_base_uuids(&scopes),
         })))
     }
 
     /// The caller's API keys (never their secrets).
     #[oai(path = "/api-keys", method = "get", tag = "Tag::ApiKeys")]
     async fn list_keys(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth) -> poem::Result<Json<ApiKeyList>> {
+        // the tenant's other keys name knowledge bases outside a scoped key's
+        auth.0.require_tenant_wide("list the tenant's api keys")?;
         let keys = app
             .registry
             .list_api_keys(auth.0.tenant_id)
@@ -231,6 +284,8 @@ impl UsersApi {
             items: keys
                 .into_iter()
                 .map(|key| ApiKeyView {
+                    read_only: key.scopes.read_only,
+                    knowledge_base_ids: knowledge_base_uuids(&key.scopes),
                     id: key.key_id.0,
                     role: key.role.as_str().to_owned(),
                     label: key.label,
@@ -251,6 +306,7 @@ impl UsersApi {
         id: Path<String>,
     ) -> poem::Result<RevokeKeyResponse> {
         let caller = auth.0;
+        caller.require_tenant_wide("revoke api keys")?;
         let key_id = ApiKeyId(id.0);
         let owned = app
             .registry

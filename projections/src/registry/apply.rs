@@ -359,11 +359,19 @@ async fn apply_tenant(
             role,
             label,
             expires_at,
+            scopes,
         } => {
+            let knowledge_base_ids = scopes
+                .knowledge_base_ids
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|error| ApplyError::Event(format!("scopes of api key {key_id} do not encode: {error}")))?;
             transaction
                 .execute(
                     "INSERT INTO api_keys (key_id, user_id, secret_hash, role, label, created_at, expires_at, \
-                     revoked_at) VALUES ($1, $2, $3, $4::role_type, $5, $6, $7, NULL)",
+                     revoked_at, read_only, knowledge_base_ids) \
+                     VALUES ($1, $2, $3, $4::role_type, $5, $6, $7, NULL, $8, $9::jsonb)",
                     &[
                         Param::Text(key_id.0),
                         Param::Uuid(tenant.0),
@@ -372,6 +380,8 @@ async fn apply_tenant(
                         Param::OptText(label),
                         Param::Time(at),
                         Param::OptTime(expires_at),
+                        Param::Bool(scopes.read_only),
+                        Param::OptText(knowledge_base_ids),
                     ],
                 )
                 .await?;

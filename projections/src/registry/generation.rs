@@ -1,5 +1,6 @@
 //! Where a registry generation's tables are: generation `default` is the
-//! tables of migration 0002, any other is the same DDL under another name.
+//! tables of migration 0002 as later migrations changed them, any other is
+//! the same DDL and changes under another name.
 //! On Postgres that is a schema per generation (`registry_g<name>`, tables
 //! created from the migration's own DDL, queries schema-qualified); SQLite
 //! has no schemas inside one database file, and a second attached file
@@ -29,6 +30,11 @@ pub(crate) const ENTITY_TABLES: [&str; 5] = [
 
 const POSTGRES_DDL: &str = include_str!("../../../migrations/postgres/0002_registry.up.sql");
 const SQLITE_DDL: &str = include_str!("../../../migrations/sqlite/0002_registry.up.sql");
+/// The later migrations that change the entity tables, oldest first: the
+/// migrator applies them to the `default` tables only, so every other
+/// generation's copy gets them from [`Tables::create`].
+const POSTGRES_CHANGES: &[&str] = &[include_str!("../../../migrations/postgres/0008_api_key_scopes.up.sql")];
+const SQLITE_CHANGES: &[&str] = &[include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql")];
 /// Where the migration's shared bookkeeping tables begin: not copied.
 const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
 
@@ -93,11 +99,17 @@ impl Tables {
         })
     }
 
-    /// Creates this generation's tables (idempotent).
+    /// Creates this generation's tables, or brings tables created by an
+    /// older version to the current columns (idempotent).
     pub(crate) async fn create(&self, db: &Database) -> Result<(), sqlx::Error> {
         if self.generation.is_default() {
             return Ok(());
         }
+        self.create_tables(db).await?;
+        self.apply_changes(db).await
+    }
+
+    async fn create_tables(&self, db: &Database) -> Result<(), sqlx::Error> {
         match db {
             Database::Postgres(_) => {
                 let schema = self.schema.as_deref().unwrap_or_default();
@@ -120,6 +132,57 @@ impl Tables {
                 execute_script(db, &ddl).await
             }
         }
+    }
+
+    /// Runs the statements of the later migrations against this
+    /// generation's tables, in one transaction under its writers' lock, so
+    /// that two processes starting at once do not both add a column. An
+    /// `ADD COLUMN` whose column is there already is skipped: SQLite has no
+    /// `IF NOT EXISTS` for it, and on Postgres even a no-op `ALTER TABLE`
+    /// would lock the table against every reader, at every start.
+    async fn apply_changes(&self, db: &Database) -> Result<(), sqlx::Error> {
+        let changes = match db {
+            Database::Postgres(_) => POSTGRES_CHANGES,
+            Database::Sqlite(_) => SQLITE_CHANGES,
+        };
+        let mut transaction = Transaction::begin(db, &self.projection_key()).await?;
+        if let Database::Sqlite(_) = db {
+            // an ALTER TABLE finds its table and columns in the schema this
+            // connection last read, which may predate the tables that
+            // create_tables just made on another pooled connection; a read
+            // of the schema table makes it reload a stale one first
+            transaction.execute("SELECT COUNT(*) FROM sqlite_schema", &[]).await?;
+        }
+        for statement in changes.iter().flat_map(|script| statements(script)) {
+            let statement = self.qualify(&statement).into_owned();
+            if let Some((table, column)) = added_column(&statement) {
+                let present = match db {
+                    Database::Sqlite(_) => {
+                        transaction
+                            .fetch_optional(
+                                "SELECT 1 AS present FROM pragma_table_info($1) WHERE name = $2",
+                                &[Param::text(table), Param::text(column)],
+                            )
+                            .await?
+                    }
+                    Database::Postgres(_) => {
+                        let (schema, table) = table.split_once('.').unwrap_or(("public", table));
+                        transaction
+                            .fetch_optional(
+                                "SELECT 1 AS present FROM information_schema.columns \
+                                 WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+                                &[Param::text(schema), Param::text(table), Param::text(column)],
+                            )
+                            .await?
+                    }
+                };
+                if present.is_some() {
+                    continue;
+                }
+            }
+            transaction.execute(&statement, &[]).await?;
+        }
+        transaction.commit().await
     }
 
     /// Drops this generation's tables and its bookkeeping rows, in one
@@ -189,6 +252,40 @@ impl Writer {
         let sql = self.tables.qualify(sql);
         self.transaction.fetch_all(&sql, params).await
     }
+}
+
+/// The statements of a migration script, comments removed. The
+/// migrations these are read from put no `;` and no `--` inside a literal.
+fn statements(script: &str) -> Vec<String> {
+    let without_comments: String = script
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|statement| !statement.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `(table, column)` of an `ALTER TABLE <table> ADD COLUMN [IF NOT EXISTS]
+/// <column> …`.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = statement.split_whitespace().take(9).collect();
+    let keywords = |at: usize, expected: &[&str]| {
+        words.len() >= at + expected.len()
+            && words[at..at + expected.len()]
+                .iter()
+                .zip(expected)
+                .all(|(word, keyword)| word.eq_ignore_ascii_case(keyword))
+    };
+    if !keywords(0, &["alter", "table"]) || !keywords(3, &["add", "column"]) {
+        return None;
+    }
+    let column_at = if keywords(5, &["if", "not", "exists"]) { 8 } else { 5 };
+    Some((words[2], *words.get(column_at)?))
 }
 
 /// Replaces identifier words of `sql` for which `replace` returns a
@@ -296,6 +393,58 @@ mod tests {
         };
         assert_eq!(default.projection_key(), "registry");
         assert_eq!(prefixed("x").projection_key(), "registry@g2");
+    }
+
+    #[test]
+    fn later_changes_split_into_statements_that_touch_entity_tables_only() {
+        let sqlite: Vec<String> = SQLITE_CHANGES.iter().flat_map(|script| statements(script)).collect();
+        assert_eq!(
+            sqlite
+                .iter()
+                .map(|statement| added_column(statement))
+                .collect::<Vec<_>>(),
+            vec![
+                Some(("api_keys", "read_only")),
+                Some(("api_keys", "knowledge_base_ids"))
+            ],
+            "{sqlite:#?}"
+        );
+        let postgres: Vec<String> = POSTGRES_CHANGES.iter().flat_map(|script| statements(script)).collect();
+        assert_eq!(
+            postgres
+                .iter()
+                .map(|statement| added_column(statement))
+                .collect::<Vec<_>>(),
+            vec![
+                Some(("api_keys", "read_only")),
+                Some(("api_keys", "knowledge_base_ids"))
+            ],
+            "{postgres:#?}"
+        );
+        assert_eq!(added_column("ALTER TABLE t ADD COLUMN"), None);
+        assert_eq!(added_column("ALTER TABLE t DROP COLUMN c"), None);
+        assert_eq!(
+            added_column("alter table t add column if not exists c INT"),
+            Some(("t", "c"))
+        );
+        for statement in POSTGRES_CHANGES
+            .iter()
+            .chain(SQLITE_CHANGES)
+            .flat_map(|script| statements(script))
+        {
+            let (table, _) = added_column(&statement).unwrap_or_else(|| {
+                panic!("not an ADD COLUMN: make it idempotent on sqlite too, then here: {statement}")
+            });
+            assert!(ENTITY_TABLES.contains(&table), "{statement}");
+            assert!(!statement.contains("--"), "a comment survived: {statement}");
+        }
+        let qualified = prefixed("registry_gg2.")
+            .qualify(&statements(POSTGRES_CHANGES[0])[0])
+            .into_owned();
+        assert!(
+            qualified.starts_with("ALTER TABLE registry_gg2.api_keys ADD COLUMN IF NOT EXISTS read_only"),
+            "{qualified}"
+        );
     }
 
     #[test]

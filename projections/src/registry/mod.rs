@@ -1,5 +1,6 @@
 //! The registry: the relational read model of tenants, API keys, documents
-//! and knowledge bases (the tables of `migrations/*/0002_registry.up.sql`).
+//! and knowledge bases (the tables of `migrations/*/0002_registry.up.sql`,
+//! with the API key scope columns of `0008_api_key_scopes`).
 //!
 //! [`RegistryProjection`] writes it from the log; [`Registry`] reads it.
 //! Every timestamp written is the `recorded_at` of the event that wrote it,
@@ -20,7 +21,7 @@ use actors::store::RecordedEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::document::DocumentStatus;
-use domain::tenant::Role;
+use domain::tenant::{ApiKeyScopes, Role};
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, LogPosition, TenantId};
 use uuid::Uuid;
 
@@ -45,6 +46,8 @@ pub enum RegistryError {
     },
     #[error("registry {action} refused: {reason}")]
     Busy { action: String, reason: String },
+    #[error(transparent)]
+    Generations(#[from] crate::generations::GenerationError),
     #[error("registry row {key} of {table} is corrupt: {reason}")]
     Corrupt {
         table: &'static str,
@@ -72,6 +75,7 @@ pub struct ApiKeyRow {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub scopes: ApiKeyScopes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +154,7 @@ pub struct DumpTable {
 pub enum DumpValue {
     Null,
     Int(i64),
+    Bool(bool),
     Text(String),
     Uuid(Uuid),
     Time(DateTime<Utc>),
@@ -326,6 +331,20 @@ impl Registry {
             })
     }
 
+    /// Brings the tables of every registry generation but `default` (whose
+    /// tables the migrations own) to the current columns: the migrations
+    /// cannot reach them, SQLite's least of all, whose tables they would
+    /// have to name. Run after migrating, before serving.
+    pub async fn upgrade_generations(&self) -> Result<(), RegistryError> {
+        let generations = crate::generations::Generations::new(self.db.clone())
+            .list(REGISTRY_PROJECTION)
+            .await?;
+        for generation in generations.iter().filter(|row| !row.name.is_default()) {
+            self.create_generation(&generation.name).await?;
+        }
+        Ok(())
+    }
+
     /// The checkpoint of generation `generation`.
     pub async fn generation_checkpoint(&self, generation: &GenerationName) -> Result<LogPosition, RegistryError> {
         let key = Tables::new(&self.db, generation).projection_key();
@@ -446,6 +465,25 @@ impl<'r> RowReader<'r> {
 
     fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, RegistryError> {
         self.optional(column, self.row.time(column))
+    }
+
+    fn bool(&self, column: &str) -> Result<bool, RegistryError> {
+        self.required(column, self.row.bool(column))
+    }
+
+    fn opt_bool(&self, column: &str) -> Result<Option<bool>, RegistryError> {
+        self.optional(column, self.row.bool(column))
+    }
+
+    /// A JSON column (JSONB on Postgres, read through `::text`; TEXT on
+    /// SQLite) decoded as `T`.
+    fn opt_json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Result<Option<T>, RegistryError> {
+        let Some(text) = self.opt_text(column)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| self.corrupt(format!("{column} {text:?} does not decode: {error}")))
     }
 
     fn role(&self, column: &str) -> Result<Role, RegistryError> {

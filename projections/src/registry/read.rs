@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use domain::tenant::ApiKeyScopes;
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, StreamId, TenantId};
 
 use super::generation::Writer;
@@ -16,7 +17,7 @@ use crate::sql::{Param, Row};
 const USER_COLUMNS: &str = "SELECT id, email, role::text AS role, created_at FROM user_clients";
 
 const API_KEY_COLUMNS: &str = "SELECT key_id, user_id, secret_hash, role::text AS role, label, created_at, \
-     expires_at, revoked_at FROM api_keys";
+     expires_at, revoked_at, read_only, knowledge_base_ids::text AS knowledge_base_ids FROM api_keys";
 
 /// `document_count` counts the links whose document is in the registry,
 /// the ones [`Registry::knowledge_base_documents`] lists.
@@ -202,6 +203,31 @@ impl Registry {
             .collect()
     }
 
+    /// The tenant's knowledge bases that `document` is in; empty when it is
+    /// in none or is another tenant's.
+    pub async fn document_knowledge_bases(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+    ) -> Result<Vec<KnowledgeBaseId>, RegistryError> {
+        let sql = "SELECT link.knowledge_base_id FROM knowledge_base_documents link \
+             JOIN knowledge_bases kb ON kb.id = link.knowledge_base_id \
+             JOIN documents_registry doc ON doc.id = link.document_id \
+             WHERE link.document_id = $1 AND kb.user_id = $2 AND doc.user_id = $2 \
+             ORDER BY link.knowledge_base_id";
+        self.fetch_all(sql, &[Param::Uuid(document.0), Param::Uuid(tenant.0)])
+            .await
+            .map_err(failed(|| {
+                format!("list of knowledge bases of document {document} of tenant {tenant}")
+            }))?
+            .iter()
+            .map(|row| {
+                let reader = RowReader::new(row, "knowledge_base_documents").keyed(document);
+                Ok(KnowledgeBaseId(reader.uuid("knowledge_base_id")?))
+            })
+            .collect()
+    }
+
     /// The file names of those of `ids` that are the tenant's documents.
     pub async fn document_file_names(
         &self,
@@ -340,6 +366,10 @@ fn api_key_row(row: &Row) -> Result<ApiKeyRow, RegistryError> {
         created_at: reader.time("created_at")?,
         expires_at: reader.opt_time("expires_at")?,
         revoked_at: reader.opt_time("revoked_at")?,
+        scopes: ApiKeyScopes {
+            read_only: reader.bool("read_only")?,
+            knowledge_base_ids: reader.opt_json("knowledge_base_ids")?,
+        },
         key_id,
     })
 }
@@ -387,6 +417,9 @@ enum Kind {
     /// A Postgres enum, TEXT on SQLite: read as its text.
     Enum,
     Int,
+    Bool,
+    /// JSONB on Postgres, TEXT on SQLite: read as its text.
+    Json,
     Uuid,
     Time,
 }
@@ -423,6 +456,8 @@ const DUMPED_TABLES: &[DumpSpec] = &[
             ("created_at", Kind::Time),
             ("expires_at", Kind::Time),
             ("revoked_at", Kind::Time),
+            ("read_only", Kind::Bool),
+            ("knowledge_base_ids", Kind::Json),
         ],
         filter: None,
         order_by: "key_id",
@@ -502,7 +537,7 @@ async fn dump_table(transaction: &mut Writer, spec: &DumpSpec) -> Result<DumpTab
         .columns
         .iter()
         .map(|(column, kind)| match kind {
-            Kind::Enum => format!("{column}::text AS {column}"),
+            Kind::Enum | Kind::Json => format!("{column}::text AS {column}"),
             _ => (*column).to_owned(),
         })
         .collect::<Vec<_>>()
@@ -525,8 +560,9 @@ async fn dump_table(transaction: &mut Writer, spec: &DumpSpec) -> Result<DumpTab
         let mut values = Vec::with_capacity(spec.columns.len());
         for (column, kind) in spec.columns {
             let value = match kind {
-                Kind::Text | Kind::Enum => reader.opt_text(column)?.map(DumpValue::Text),
+                Kind::Text | Kind::Enum | Kind::Json => reader.opt_text(column)?.map(DumpValue::Text),
                 Kind::Int => reader.opt_int(column)?.map(DumpValue::Int),
+                Kind::Bool => reader.opt_bool(column)?.map(DumpValue::Bool),
                 Kind::Uuid => reader.opt_uuid(column)?.map(DumpValue::Uuid),
                 Kind::Time => reader.opt_time(column)?.map(DumpValue::Time),
             };
