@@ -219,8 +219,8 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
         let created = KnowledgeBaseEvent::KnowledgeBaseCreated {
             knowledge_base_id: *knowledge_base,
             tenant_id: tenant,
-            name: format!("research notes {number}"),
-            category: (number % 2 == 0).then(|| "research".to_string()),
+            name: seal_field(&data_key, "name", &format!("research notes {number}")).into(),
+            category: (number % 2 == 0).then(|| seal_field(&data_key, "category", "research").into()),
         };
         appender.append(&knowledge_base.stream_id(), &created).await?;
     }

@@ -13,6 +13,7 @@ use actors::store::{EventStore, Outbox};
 use actors::{ActorOptions, ActorSystem, HandleOptions};
 use anyhow::Context;
 use projections::audit::{AuditLog, AuditProjection};
+use projections::erasure::Eraser;
 use projections::registry::{Registry, RegistryProjection};
 use projections::runtime::{ProjectionHandle, ProjectionRunner, RunnerOptions};
 use projections::vector::VectorProjection;
@@ -20,6 +21,7 @@ use projections::vector::VectorProjection;
 use bus::{ConsumerHandle, ConsumerOptions, OutboxRelay, RelayHandle, RelayOptions, Topics};
 use domain::document::Document;
 use domain::knowledge_base::KnowledgeBase;
+use domain::tenant::Tenant;
 use domain::Aggregate;
 use projections::consumed::{ConsumedProjection, OffsetStore};
 use projections::registry::REGISTRY_PROJECTION;
@@ -95,6 +97,8 @@ pub struct App {
     pub vector_feed: Feed,
     pub audit: AuditLog,
     pub audit_feed: Feed,
+    /// Carries out erasures: destroys keys, deletes objects.
+    pub eraser_feed: Feed,
     pub embedder: Arc<dyn Embedder>,
     pub key_hasher: KeyHasher,
     processor: Option<ProcessorHandle>,
@@ -214,7 +218,7 @@ impl App {
 
         let registry = Registry::new(database.clone());
         let audit = AuditLog::new(database.clone());
-        let (registry_feed, audit_feed) = if roles.project {
+        let (registry_feed, audit_feed, eraser_feed) = if roles.project {
             let registry_projection = Arc::new(RegistryProjection::new(database.clone()));
             let registry_feed = match &kafka {
                 Some(settings) => Feed::Kafka(
@@ -231,22 +235,31 @@ impl App {
                 Arc::new(AuditProjection::new(database.clone())),
                 RunnerOptions::default(),
             ));
-            (registry_feed, audit_feed)
+            // on the log, as the audit: an erasure must be carried out even
+            // when no broker is reachable
+            let eraser_feed = Feed::Log(ProjectionRunner::spawn(
+                store.clone(),
+                Arc::new(Eraser::new(database.clone(), vault.clone(), raw_objects.clone())),
+                RunnerOptions::default(),
+            ));
+            (registry_feed, audit_feed, eraser_feed)
         } else {
-            (Feed::Elsewhere, Feed::Elsewhere)
+            (Feed::Elsewhere, Feed::Elsewhere, Feed::Elsewhere)
         };
         let (vectors, vector_feed) = if roles.api {
             let vectors = Arc::new(
                 VectorProjection::open_live(vector_dir(&config), database.clone(), objects.clone())
                     .await
-                    .context("cannot open the vector index")?,
+                    .context("cannot open the vector index")?
+                    .with_node(node_id(&config)?),
             );
             let feed = match &kafka {
                 // node-local: every api node's index reads every partition,
                 // so each node is a group of its own
                 Some(settings) => {
                     let group = format!("vector.{}", node_id(&config)?);
-                    let categories = [Document::CATEGORY, KnowledgeBase::CATEGORY];
+                    // the tenant topic too: an erasure drops the tenant's indexes
+                    let categories = [Document::CATEGORY, KnowledgeBase::CATEGORY, Tenant::CATEGORY];
                     Feed::Kafka(join_group(settings, &group, &categories, vectors.clone()).await?)
                 }
                 None => Feed::Log(ProjectionRunner::spawn(
@@ -303,6 +316,7 @@ impl App {
             vector_feed,
             audit,
             audit_feed,
+            eraser_feed,
             embedder,
             key_hasher,
             processor,
@@ -328,6 +342,7 @@ impl App {
         self.registry_feed.shutdown().await;
         self.vector_feed.shutdown().await;
         self.audit_feed.shutdown().await;
+        self.eraser_feed.shutdown().await;
         if let Some(vectors) = &self.vectors {
             if let Err(error) = vectors.persist().await {
                 tracing::error!(%error, "could not persist the vector index at shutdown");

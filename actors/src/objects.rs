@@ -68,8 +68,12 @@ pub enum ObjectStoreError {
     /// An S3 request failed for another reason (network, server error).
     #[error("object store request for {target} failed: {reason}")]
     Request { target: String, reason: String },
-    /// An encrypted object that cannot be opened: its key is destroyed (the
-    /// tenant was erased), or its bytes fail authentication.
+    /// An encrypted object whose key no longer exists: its tenant was
+    /// erased, and the object is as good as gone.
+    #[error("object {key} can never be read again: {reason}")]
+    KeyDestroyed { key: String, reason: String },
+    /// An encrypted object that cannot be opened: its bytes fail
+    /// authentication, or its key cannot be read.
     #[error("object {key} cannot be decrypted: {reason}")]
     Unreadable { key: String, reason: String },
     /// The S3 settings cannot be used (endpoint, region, bucket name).

@@ -7,15 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{DocumentId, KnowledgeBaseId, TenantId};
+use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
 #[derive(Debug, Clone)]
 pub enum KnowledgeBaseCommand {
+    /// `name` and `category` are checked (they must already be normalised,
+    /// see [`normalise_name`]); only their sealed forms, made by the caller
+    /// under the tenant's data key, are kept.
     Create {
         knowledge_base_id: KnowledgeBaseId,
         tenant_id: TenantId,
         name: String,
         category: Option<String>,
+        sealed_name: Sealed,
+        sealed_category: Option<Sealed>,
     },
     /// `document_tenant` is looked up by the caller: a knowledge base only
     /// takes its own tenant's documents.
@@ -35,8 +41,10 @@ pub enum KnowledgeBaseEvent {
     KnowledgeBaseCreated {
         knowledge_base_id: KnowledgeBaseId,
         tenant_id: TenantId,
-        name: String,
-        category: Option<String>,
+        /// Sealed under the tenant's data key.
+        name: Protected,
+        /// Sealed under the tenant's data key.
+        category: Option<Protected>,
     },
     DocumentAddedToKnowledgeBase {
         document_id: DocumentId,
@@ -57,9 +65,19 @@ event_payload!(KnowledgeBaseEvent {
 pub struct KnowledgeBase {
     pub id: Option<KnowledgeBaseId>,
     pub tenant_id: Option<TenantId>,
-    pub name: String,
+    pub name: Option<Protected>,
     pub documents: BTreeSet<DocumentId>,
     pub deleted: bool,
+}
+
+/// A knowledge base name as kept: trimmed, 1 to 200 printable characters.
+pub fn normalise_name(name: &str) -> Result<String, DomainError> {
+    validate_label("name", name, 200)
+}
+
+/// A category as kept: trimmed, 1 to 100 printable characters.
+pub fn normalise_category(category: &str) -> Result<String, DomainError> {
+    validate_label("category", category, 100)
 }
 
 fn validate_label(field: &'static str, value: &str, max_chars: usize) -> Result<String, DomainError> {
@@ -103,6 +121,8 @@ impl Aggregate for KnowledgeBase {
                 tenant_id,
                 name,
                 category,
+                sealed_name,
+                sealed_category,
             } => {
                 if self.id.is_some() {
                     return Err(DomainError::AlreadyExists {
@@ -110,16 +130,23 @@ impl Aggregate for KnowledgeBase {
                         id: knowledge_base_id.to_string(),
                     });
                 }
-                let name = validate_label("name", name, 200)?;
-                let category = category
-                    .as_deref()
-                    .map(|category| validate_label("category", category, 100))
-                    .transpose()?;
+                if normalise_name(name)? != *name {
+                    return Err(DomainError::invalid("name", "must be normalised before sealing"));
+                }
+                match category {
+                    Some(category) if normalise_category(category)? != *category => {
+                        return Err(DomainError::invalid("category", "must be normalised before sealing"));
+                    }
+                    _ => {}
+                }
+                if category.is_some() != sealed_category.is_some() {
+                    return Err(DomainError::invalid("category", "sealed only when given"));
+                }
                 Ok(vec![KnowledgeBaseEvent::KnowledgeBaseCreated {
                     knowledge_base_id: *knowledge_base_id,
                     tenant_id: *tenant_id,
-                    name,
-                    category,
+                    name: Protected::Sealed(sealed_name.clone()),
+                    category: sealed_category.clone().map(Protected::Sealed),
                 }])
             }
             KnowledgeBaseCommand::AddDocument {
@@ -173,7 +200,7 @@ impl Aggregate for KnowledgeBase {
             } => {
                 self.id = Some(*knowledge_base_id);
                 self.tenant_id = Some(*tenant_id);
-                self.name = name.clone();
+                self.name = Some(name.clone());
             }
             KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id } => {
                 self.documents.insert(*document_id);

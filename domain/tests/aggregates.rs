@@ -4,11 +4,14 @@
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease};
 use domain::event::event_schemas;
-use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
+use domain::knowledge_base::{
+    normalise_category, normalise_name, KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent,
+};
 use domain::tenant::{
     ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS, MAX_KEY_KNOWLEDGE_BASES,
 };
 use domain::testing::{stand_in_sealed, Scenario};
+use domain::Protected;
 use domain::{
     Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload, KnowledgeBaseId, TenantId,
     SCHEMA_VERSION,
@@ -748,6 +751,8 @@ mod knowledge_base {
             tenant_id: owner(),
             name: name.into(),
             category: category.map(Into::into),
+            sealed_name: stand_in_sealed(name),
+            sealed_category: category.map(stand_in_sealed),
         }
     }
 
@@ -755,8 +760,8 @@ mod knowledge_base {
         KnowledgeBaseEvent::KnowledgeBaseCreated {
             knowledge_base_id: kb_id(),
             tenant_id: owner(),
-            name: "papers".into(),
-            category: Some("research".into()),
+            name: stand_in_sealed("papers").into(),
+            category: Some(stand_in_sealed("research").into()),
         }
     }
 
@@ -784,14 +789,24 @@ mod knowledge_base {
     }
 
     #[test]
-    fn create_records_the_trimmed_name_and_category() {
+    fn create_keeps_the_sealed_normalised_name_and_category() {
+        assert_eq!(normalise_name("  papers ").unwrap(), "papers");
+        assert_eq!(normalise_category(" research\n").unwrap(), "research");
         let state = Scenario::<KnowledgeBase>::given_no_events()
-            .when(create("  papers ", Some(" research\n")))
+            .when(create("papers", Some("research")))
             .then_expect([created()]);
         assert_eq!(state.id, Some(kb_id()));
         assert_eq!(state.tenant_id, Some(owner()));
-        assert_eq!(state.name, "papers");
+        assert_eq!(state.name, Some(stand_in_sealed("papers").into()));
         assert!(state.documents.is_empty());
+        // what was sealed must be the normalised text, or the sealed name
+        // would not be the one the domain checked
+        Scenario::<KnowledgeBase>::given_no_events()
+            .when(create("  papers ", None))
+            .then_reject(is_invalid("name"));
+        Scenario::<KnowledgeBase>::given_no_events()
+            .when(create("papers", Some(" research\n")))
+            .then_reject(is_invalid("category"));
     }
 
     #[test]
@@ -801,7 +816,7 @@ mod knowledge_base {
             .then_expect([KnowledgeBaseEvent::KnowledgeBaseCreated {
                 knowledge_base_id: kb_id(),
                 tenant_id: owner(),
-                name: "papers".into(),
+                name: stand_in_sealed("papers").into(),
                 category: None,
             }]);
     }
@@ -813,8 +828,8 @@ mod knowledge_base {
             .then_expect([KnowledgeBaseEvent::KnowledgeBaseCreated {
                 knowledge_base_id: kb_id(),
                 tenant_id: owner(),
-                name: "n".repeat(200),
-                category: Some("c".repeat(100)),
+                name: stand_in_sealed(&"n".repeat(200)).into(),
+                category: Some(stand_in_sealed(&"c".repeat(100)).into()),
             }]);
         for name in [String::new(), "  ".into(), "n".repeat(201), "new\nline".into()] {
             Scenario::<KnowledgeBase>::given_no_events()
@@ -1036,13 +1051,14 @@ mod stored_events {
             KnowledgeBaseEvent::KnowledgeBaseCreated {
                 knowledge_base_id: KnowledgeBaseId(Uuid::from_u128(7)),
                 tenant_id,
-                name: "papers".into(),
-                category: Some("research".into()),
+                name: stand_in_sealed("papers").into(),
+                // written before names were sealed: still readable
+                category: Some(Protected::Plain("research".into())),
             },
             KnowledgeBaseEvent::KnowledgeBaseCreated {
                 knowledge_base_id: KnowledgeBaseId(Uuid::from_u128(8)),
                 tenant_id,
-                name: "notes".into(),
+                name: Protected::Plain("notes".into()),
                 category: None,
             },
             KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id },

@@ -2,12 +2,20 @@
 //! acknowledges its erasure once the data is gone from it. The receipt of
 //! an erasure is the set of those acknowledgements.
 
+use std::sync::Arc;
+
 use actors::db::Database;
+use actors::keys::KeyVault;
+use actors::objects::{tenant_prefix, ObjectStore};
+use actors::store::RecordedEvent;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::TenantId;
+use domain::tenant::TenantEvent;
+use domain::{AnyEvent, LogPosition, TenantId};
 use uuid::Uuid;
 
-use crate::sql::{self, Param};
+use crate::runtime::{Projection, ProjectionError};
+use crate::sql::{self, Param, Transaction};
 
 /// The parts that must acknowledge before an erasure is complete. The
 /// vector index is node-local: each API node acknowledges as
@@ -108,4 +116,113 @@ pub async fn receipt(db: &Database, erasure_id: Uuid) -> Result<Option<ErasureRe
         tenant_id,
         acknowledgements,
     }))
+}
+
+/// The name of the eraser's checkpoint.
+pub const ERASER: &str = "eraser";
+
+/// The process manager that carries out an erasure: on `TenantErased` it
+/// destroys the tenant's data keys (crypto-shredding: every sealed field and
+/// encrypted object of the tenant becomes unreadable, wherever a copy of it
+/// survives) and deletes its objects and staged uploads, acknowledging each.
+/// Both steps are idempotent, so a redelivered erasure only repeats them.
+pub struct Eraser {
+    db: Database,
+    vault: Arc<KeyVault>,
+    /// The raw store: deleting needs no key, and the staging area is plain.
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl Eraser {
+    pub fn new(db: Database, vault: Arc<KeyVault>, objects: Arc<dyn ObjectStore>) -> Eraser {
+        Eraser { db, vault, objects }
+    }
+
+    async fn erase(&self, erasure_id: Uuid, tenant_id: TenantId) -> Result<(), ProjectionError> {
+        let failed = |reason: String| ProjectionError::Io {
+            projection: ERASER.to_owned(),
+            reason,
+        };
+        let destroyed = self
+            .vault
+            .destroy(tenant_id)
+            .await
+            .map_err(|error| failed(format!("destroying the keys of tenant {tenant_id}: {error}")))?;
+        acknowledge(
+            &self.db,
+            erasure_id,
+            tenant_id,
+            "keys",
+            &format!("{destroyed} data keys destroyed"),
+        )
+        .await
+        .map_err(database_error)?;
+        let mut deleted = 0;
+        for prefix in [tenant_prefix(tenant_id), format!("staging/{tenant_id}/")] {
+            deleted += self
+                .objects
+                .delete_prefix(&prefix)
+                .await
+                .map_err(|error| failed(format!("deleting the objects of tenant {tenant_id}: {error}")))?;
+        }
+        acknowledge(
+            &self.db,
+            erasure_id,
+            tenant_id,
+            "objects",
+            &format!("{deleted} objects deleted"),
+        )
+        .await
+        .map_err(database_error)?;
+        tracing::info!(%tenant_id, %erasure_id, destroyed, deleted, "tenant erased: keys destroyed, objects deleted");
+        Ok(())
+    }
+}
+
+fn database_error(source: sqlx::Error) -> ProjectionError {
+    ProjectionError::Database {
+        projection: ERASER.to_owned(),
+        source,
+    }
+}
+
+#[async_trait]
+impl Projection for Eraser {
+    fn name(&self) -> &str {
+        ERASER
+    }
+
+    async fn checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+        sql::load_checkpoint(&self.db, ERASER).await.map_err(database_error)
+    }
+
+    async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        for event in events.iter().filter(|event| event.event_type == "TenantErased") {
+            let decoded = AnyEvent::decode(
+                event.stream_id.category(),
+                &event.event_type,
+                event.schema_version,
+                event.payload.clone(),
+            );
+            let (Ok(AnyEvent::Tenant(TenantEvent::TenantErased { erasure_id })), Some(tenant)) = (
+                decoded,
+                event
+                    .stream_id
+                    .as_str()
+                    .strip_prefix("tenant-")
+                    .and_then(|id| id.parse().ok()),
+            ) else {
+                continue;
+            };
+            self.erase(erasure_id, TenantId(tenant)).await?;
+        }
+        let mut transaction = Transaction::begin(&self.db, ERASER).await.map_err(database_error)?;
+        sql::store_checkpoint(&mut transaction, ERASER, last.log_position, last.recorded_at)
+            .await
+            .map_err(database_error)?;
+        transaction.commit().await.map_err(database_error)
+    }
 }

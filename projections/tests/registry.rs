@@ -167,8 +167,8 @@ fn kb_created(tenant_id: TenantId, name: &str) -> (KnowledgeBaseId, KnowledgeBas
     let event = KnowledgeBaseEvent::KnowledgeBaseCreated {
         knowledge_base_id,
         tenant_id,
-        name: name.to_owned(),
-        category: Some("research".to_owned()),
+        name: Protected::Plain(name.to_owned()),
+        category: Some(Protected::Plain("research".to_owned())),
     };
     (knowledge_base_id, event)
 }

@@ -76,7 +76,7 @@ impl Harness {
         let created = KnowledgeBaseEvent::KnowledgeBaseCreated {
             knowledge_base_id: kb,
             tenant_id: self.tenant,
-            name: format!("kb {kb}"),
+            name: domain::Protected::Plain(format!("kb {kb}")),
             category: None,
         };
         self.append(kb.stream_id(), &created).await;

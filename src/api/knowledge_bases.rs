@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use domain::knowledge_base::KnowledgeBaseCommand;
+use domain::knowledge_base::{normalise_category, normalise_name, KnowledgeBaseCommand};
 use domain::{DocumentId, KnowledgeBaseId, TenantId};
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -38,12 +38,17 @@ struct KnowledgeBaseView {
     created_at: DateTime<Utc>,
 }
 
-impl From<KnowledgeBaseRow> for KnowledgeBaseView {
-    fn from(row: KnowledgeBaseRow) -> Self {
+impl KnowledgeBaseView {
+    /// The row as shown to its tenant, its sealed name and category opened.
+    async fn of(app: &App, row: KnowledgeBaseRow) -> KnowledgeBaseView {
+        let category = match &row.category {
+            Some(stored) => Some(app.reveal(row.tenant_id, "category", stored).await),
+            None => None,
+        };
         KnowledgeBaseView {
             id: row.id.0,
-            name: row.name,
-            category: row.category,
+            name: app.reveal(row.tenant_id, "name", &row.name).await,
+            category,
             document_count: row.document_count,
             created_at: row.created_at,
         }
@@ -170,6 +175,28 @@ impl KnowledgeBasesApi {
         // a key limited to knowledge bases could not reach the new one
         caller.require_tenant_wide("create knowledge bases")?;
         let knowledge_base_id = KnowledgeBaseId(Uuid::now_v7());
+        let invalid = |error: domain::DomainError| ApiError::invalid(error.to_string());
+        let name = normalise_name(&body.name).map_err(invalid)?;
+        let category = body
+            .category
+            .as_deref()
+            .map(normalise_category)
+            .transpose()
+            .map_err(invalid)?;
+        let sealed_name = app
+            .vault
+            .seal(caller.tenant_id, "name", &name)
+            .await
+            .map_err(ApiError::internal)?;
+        let sealed_category = match &category {
+            Some(category) => Some(
+                app.vault
+                    .seal(caller.tenant_id, "category", category)
+                    .await
+                    .map_err(ApiError::internal)?,
+            ),
+            None => None,
+        };
         let outcome = app
             .actors
             .knowledge_bases
@@ -178,8 +205,10 @@ impl KnowledgeBasesApi {
                 KnowledgeBaseCommand::Create {
                     knowledge_base_id,
                     tenant_id: caller.tenant_id,
-                    name: body.name.clone(),
-                    category: body.category.clone(),
+                    name,
+                    category,
+                    sealed_name,
+                    sealed_category,
                 },
                 caller.metadata(),
             )
@@ -187,7 +216,9 @@ impl KnowledgeBasesApi {
             .map_err(ApiError::from)?;
         app.settle(outcome.written).await;
         let row = owned_knowledge_base(&app, &caller, knowledge_base_id.0).await?;
-        Ok(CreateKnowledgeBaseResponse::Created(Json(row.into())))
+        Ok(CreateKnowledgeBaseResponse::Created(Json(
+            KnowledgeBaseView::of(&app, row).await,
+        )))
     }
 
     /// The caller's knowledge bases: those its key reaches.
@@ -199,13 +230,11 @@ impl KnowledgeBasesApi {
             .list_knowledge_bases(caller.tenant_id)
             .await
             .map_err(ApiError::internal)?;
-        Ok(Json(KnowledgeBaseList {
-            items: rows
-                .into_iter()
-                .filter(|row| caller.reaches(row.id))
-                .map(Into::into)
-                .collect(),
-        }))
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.into_iter().filter(|row| caller.reaches(row.id)) {
+            items.push(KnowledgeBaseView::of(&app, row).await);
+        }
+        Ok(Json(KnowledgeBaseList { items }))
     }
 
     /// One knowledge base.
@@ -216,7 +245,8 @@ impl KnowledgeBasesApi {
         auth: ApiKeyAuth,
         id: Path<Uuid>,
     ) -> poem::Result<Json<KnowledgeBaseView>> {
-        Ok(Json(owned_knowledge_base(&app, &auth.0, id.0).await?.into()))
+        let row = owned_knowledge_base(&app, &auth.0, id.0).await?;
+        Ok(Json(KnowledgeBaseView::of(&app, row).await))
     }
 
     /// Delete a knowledge base (its documents stay).

@@ -6,6 +6,7 @@ mod audit;
 mod auth_guard;
 mod body_limit;
 mod documents;
+mod erasures;
 pub mod error;
 pub mod failed_auth;
 mod knowledge_bases;
@@ -207,6 +208,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             documents::DocumentsApi,
             schemas::SchemasApi,
             audit::AuditApi,
+            erasures::ErasuresApi,
         ),
         "NeuroStash",
         env!("CARGO_PKG_VERSION"),

@@ -54,9 +54,17 @@ impl EncryptedObjectStore {
 }
 
 fn sealed_error(key: &str) -> impl FnOnce(KeyError) -> ObjectStoreError + '_ {
-    move |error| ObjectStoreError::Unreadable {
-        key: key.to_owned(),
-        reason: error.to_string(),
+    move |error| match error {
+        KeyError::Missing { .. } | KeyError::Erased { .. } | KeyError::NoKeys { .. } => {
+            ObjectStoreError::KeyDestroyed {
+                key: key.to_owned(),
+                reason: error.to_string(),
+            }
+        }
+        other => ObjectStoreError::Unreadable {
+            key: key.to_owned(),
+            reason: other.to_string(),
+        },
     }
 }
 

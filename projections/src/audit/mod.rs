@@ -22,7 +22,8 @@ use actors::db::Database;
 use actors::store::RecordedEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::{ApiKeyId, LogPosition, StreamId, TenantId};
+use domain::tenant::TenantEvent;
+use domain::{AnyEvent, ApiKeyId, LogPosition, StreamId, TenantId};
 use uuid::Uuid;
 
 pub use chain::{Digest, GENESIS_HASH};
@@ -173,6 +174,7 @@ impl Projection for AuditProjection {
             }
             let record = AuditRecord::for_event(head_seq + 1, event, head_hash);
             insert(&mut transaction, &record).await.map_err(database_error)?;
+            acknowledge_erasure(&mut transaction, event).await?;
             recorded_here.insert(event.event_id);
             head_seq = record.seq;
             head_hash = record.hash;
@@ -191,6 +193,46 @@ impl Projection for AuditProjection {
         }
         Ok(())
     }
+}
+
+/// The audit log keeps an erased tenant's records, by design: removing them
+/// would break the hash chain every later record depends on, and they hold
+/// no plaintext (the event data is only hashed, its sealed fields can no
+/// longer be opened by anyone).
+async fn acknowledge_erasure(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    if event.event_type != "TenantErased" {
+        return Ok(());
+    }
+    let Ok(AnyEvent::Tenant(TenantEvent::TenantErased { erasure_id })) = AnyEvent::decode(
+        event.stream_id.category(),
+        &event.event_type,
+        event.schema_version,
+        event.payload.clone(),
+    ) else {
+        return Ok(());
+    };
+    let Some(tenant) = event
+        .stream_id
+        .as_str()
+        .strip_prefix("tenant-")
+        .and_then(|id| id.parse().ok())
+    else {
+        return Ok(());
+    };
+    transaction
+        .execute(
+            crate::erasure::ACKNOWLEDGE_SQL,
+            &crate::erasure::acknowledge_params(
+                erasure_id,
+                TenantId(tenant),
+                "audit",
+                event.recorded_at,
+                "records kept for the hash chain; they hold hashes only and their sealed fields cannot be opened",
+            ),
+        )
+        .await
+        .map_err(database_error)?;
+    Ok(())
 }
 
 fn database_error(source: sqlx::Error) -> ProjectionError {

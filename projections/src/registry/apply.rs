@@ -560,8 +560,8 @@ async fn apply_knowledge_base(
                     &[
                         id,
                         Param::Uuid(tenant_id.0),
-                        Param::Text(name),
-                        Param::OptText(category),
+                        Param::text(name.as_str()),
+                        Param::OptText(category.map(|category| category.as_str().to_owned())),
                         Param::Time(at),
                     ],
                 )

@@ -39,7 +39,8 @@ use actors::store::RecordedEvent;
 use async_trait::async_trait;
 use domain::document::{Document, DocumentEvent};
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseEvent};
-use domain::{Aggregate, AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, StreamId};
+use domain::tenant::TenantEvent;
+use domain::{Aggregate, AnyEvent, DocumentId, KnowledgeBaseId, LogPosition, StreamId, TenantId};
 use tokio::sync::Mutex;
 
 use crate::consumed::{ConsumedProjection, PartitionOffset};
@@ -134,6 +135,8 @@ pub struct VectorProjection {
     /// Set by [`VectorProjection::open_live`]: where to look up the live
     /// generation and find its directory.
     follow: Option<Follow>,
+    /// This node's name in erasure receipts.
+    node: String,
     objects: Arc<dyn ObjectStore>,
     /// Everything the log decides; held for a whole batch, a snapshot or a
     /// reset, which serialises them.
@@ -148,6 +151,11 @@ struct Follow {
     root: PathBuf,
 }
 
+/// How an API node's index names itself in erasure receipts.
+pub fn erasure_component(node: &str) -> String {
+    format!("vector@{node}")
+}
+
 struct State {
     checkpoint: LogPosition,
     stream_versions: HashMap<String, i64>,
@@ -159,6 +167,10 @@ struct State {
     generation: u64,
     unsnapshotted_events: u64,
     last_snapshot: Instant,
+    /// Erasures applied in memory whose snapshot (the one that removes the
+    /// tenant's chunk texts from disk) is still to be written; acknowledged
+    /// once it is.
+    erasures_to_acknowledge: Vec<(uuid::Uuid, TenantId, usize)>,
 }
 
 impl State {
@@ -172,11 +184,13 @@ impl State {
             generation: 0,
             unsnapshotted_events: 0,
             last_snapshot: Instant::now(),
+            erasures_to_acknowledge: Vec::new(),
         }
     }
 
     fn snapshot_due(&self) -> bool {
-        self.unsnapshotted_events >= SNAPSHOT_EVERY_EVENTS
+        !self.erasures_to_acknowledge.is_empty()
+            || self.unsnapshotted_events >= SNAPSHOT_EVERY_EVENTS
             || (self.unsnapshotted_events > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY)
     }
 }
@@ -198,6 +212,9 @@ impl DocumentState {
 struct KnowledgeBaseState {
     members: BTreeSet<DocumentId>,
     index: Arc<KbIndex>,
+    /// Whose it is: a tenant's erasure drops its knowledge bases. `None`
+    /// only in a snapshot written before owners were recorded.
+    tenant_id: Option<TenantId>,
 }
 
 fn event_error(event: &RecordedEvent, reason: impl Into<String>) -> ProjectionError {
@@ -261,6 +278,7 @@ impl VectorProjection {
             dir: std::sync::RwLock::new(dir),
             generation: std::sync::RwLock::new(GenerationName::default_generation()),
             follow: None,
+            node: "local".to_owned(),
             objects,
             state: Mutex::new(state),
             indexes: RwLock::new(indexes),
@@ -287,6 +305,33 @@ impl VectorProjection {
         projection.generation = std::sync::RwLock::new(live);
         projection.follow = Some(Follow { db, root });
         Ok(projection)
+    }
+
+    /// Names this node in erasure receipts (`vector@<node>`).
+    pub fn with_node(mut self, node: impl Into<String>) -> VectorProjection {
+        self.node = node.into();
+        self
+    }
+
+    /// Acknowledges the erasures whose snapshot is now on disk. Without a
+    /// database (an index opened alone, in tests) there is nowhere to write.
+    async fn acknowledge_erasures(&self, state: &mut State) {
+        let Some(follow) = &self.follow else {
+            state.erasures_to_acknowledge.clear();
+            return;
+        };
+        let component = erasure_component(&self.node);
+        let mut kept = Vec::new();
+        for (erasure_id, tenant_id, dropped) in std::mem::take(&mut state.erasures_to_acknowledge) {
+            let detail = format!("{dropped} knowledge bases dropped; the snapshot without them is on disk");
+            if let Err(error) =
+                crate::erasure::acknowledge(&follow.db, erasure_id, tenant_id, &component, &detail).await
+            {
+                tracing::warn!(%erasure_id, %tenant_id, %error, "could not acknowledge an erasure, retrying later");
+                kept.push((erasure_id, tenant_id, dropped));
+            }
+        }
+        state.erasures_to_acknowledge = kept;
     }
 
     /// The highest version of `stream_id` applied to the index (0 for a
@@ -394,7 +439,7 @@ impl VectorProjection {
 
     async fn apply_event(&self, state: &mut State, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let category = event.stream_id.category();
-        if category != Document::CATEGORY && category != KnowledgeBase::CATEGORY {
+        if category != Document::CATEGORY && category != KnowledgeBase::CATEGORY && event.event_type != "TenantErased" {
             return Ok(());
         }
         let stream = event.stream_id.as_str();
@@ -417,6 +462,9 @@ impl VectorProjection {
             AnyEvent::KnowledgeBase(kb_event) => {
                 self.apply_knowledge_base_event(state, KnowledgeBaseId(entity), kb_event, event)
                     .await?
+            }
+            AnyEvent::Tenant(TenantEvent::TenantErased { erasure_id }) => {
+                self.erase_tenant(state, TenantId(entity), erasure_id);
             }
             AnyEvent::Tenant(_) => {}
         }
@@ -485,8 +533,11 @@ impl VectorProjection {
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         match kb_event {
-            KnowledgeBaseEvent::KnowledgeBaseCreated { .. } => {
+            KnowledgeBaseEvent::KnowledgeBaseCreated { tenant_id, .. } => {
                 self.ensure_knowledge_base(state, kb);
+                if let Some(kb_state) = state.knowledge_bases.get_mut(&kb) {
+                    kb_state.tenant_id = Some(tenant_id);
+                }
             }
             KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id } => {
                 let index = self.ensure_knowledge_base(state, kb);
@@ -524,10 +575,31 @@ impl VectorProjection {
         Ok(())
     }
 
+    /// Drops every knowledge base of the tenant, with the chunks only they
+    /// held, and asks for a snapshot at once so its texts leave the disk.
+    fn erase_tenant(&self, state: &mut State, tenant_id: TenantId, erasure_id: uuid::Uuid) {
+        let owned: Vec<KnowledgeBaseId> = state
+            .knowledge_bases
+            .iter()
+            .filter(|(_, kb_state)| kb_state.tenant_id == Some(tenant_id))
+            .map(|(kb, _)| *kb)
+            .collect();
+        for kb in &owned {
+            self.indexes.write().unwrap_or_else(PoisonError::into_inner).remove(kb);
+            if let Some(kb_state) = state.knowledge_bases.remove(kb) {
+                for document_id in kb_state.members {
+                    unlink(state, document_id, *kb);
+                }
+            }
+        }
+        state.erasures_to_acknowledge.push((erasure_id, tenant_id, owned.len()));
+    }
+
     fn ensure_knowledge_base(&self, state: &mut State, kb: KnowledgeBaseId) -> Arc<KbIndex> {
         let kb_state = state.knowledge_bases.entry(kb).or_insert_with(|| KnowledgeBaseState {
             members: BTreeSet::new(),
             index: Arc::new(KbIndex::new(kb)),
+            tenant_id: None,
         });
         let index = Arc::clone(&kb_state.index);
         self.indexes
@@ -548,7 +620,9 @@ impl VectorProjection {
     ) -> Result<Option<Arc<DocumentChunks>>, ProjectionError> {
         let bytes = match self.objects.get(&pointer.object_key).await {
             Ok(bytes) => bytes,
-            Err(ObjectStoreError::NotFound(key)) => {
+            // erased: the tenant's objects are deleted or, where a copy
+            // survived, unreadable without its destroyed key
+            Err(ObjectStoreError::NotFound(key) | ObjectStoreError::KeyDestroyed { key, .. }) => {
                 tracing::warn!(%document_id, object_key = %key, "artifact is gone, indexing the document without chunks");
                 return Ok(None);
             }
@@ -683,8 +757,9 @@ impl Projection for VectorProjection {
         if state.snapshot_due() {
             // the batch is applied either way; a failed snapshot only means
             // a longer replay after a restart, and the next one retries
-            if let Err(error) = run_blocking(|| write_snapshot(&self.dir(), &mut state)) {
-                tracing::warn!(projection = PROJECTION_NAME, %error, "vector snapshot failed");
+            match run_blocking(|| write_snapshot(&self.dir(), &mut state)) {
+                Ok(()) => self.acknowledge_erasures(&mut state).await,
+                Err(error) => tracing::warn!(projection = PROJECTION_NAME, %error, "vector snapshot failed"),
             }
         }
         Ok(())

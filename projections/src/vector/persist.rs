@@ -86,6 +86,7 @@ pub(super) fn write_snapshot(root: &Path, state: &mut State) -> Result<(), Vecto
         let dump = dump_graph(&graph, *kb, &directory)?;
         knowledge_bases.push(snapshot::KnowledgeBaseRecord {
             knowledge_base_id: *kb,
+            tenant_id: kb_state.tenant_id,
             members: kb_state.members.iter().copied().collect(),
             dimension: graph.dimension(),
             points: graph.points(),
@@ -291,6 +292,7 @@ fn rebuild_state(
             KnowledgeBaseState {
                 members: kb.members.into_iter().collect(),
                 index,
+                tenant_id: kb.tenant_id,
             },
         );
     }
@@ -308,6 +310,7 @@ fn rebuild_state(
         generation,
         unsnapshotted_events: 0,
         last_snapshot: Instant::now(),
+        erasures_to_acknowledge: Vec::new(),
     };
     Ok((state, indexes))
 }

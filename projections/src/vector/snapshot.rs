@@ -86,6 +86,9 @@ pub(crate) struct ChunkRecord {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct KnowledgeBaseRecord {
     pub knowledge_base_id: KnowledgeBaseId,
+    /// Absent in snapshots written before owners were recorded.
+    #[serde(default)]
+    pub tenant_id: Option<domain::TenantId>,
     pub members: Vec<DocumentId>,
     pub dimension: Option<usize>,
     pub points: usize,
