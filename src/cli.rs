@@ -10,7 +10,7 @@ use actors::store::{EventStore, RecordedEvent};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
-use domain::tenant::Role;
+use domain::tenant::{Role, TenantCommand};
 use domain::{EventMetadata, LogPosition, TenantId};
 use projections::audit::{AuditLog, AuditProjection};
 use uuid::Uuid;
@@ -177,6 +177,16 @@ pub enum AdminCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Make new active data keys (every tenant's, or one's); data written
+    /// before keeps reading under the old keys. Prints `<tenant id> <key id>`
+    /// per tenant
+    RotateKeys {
+        /// Only this tenant (its user id)
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,6 +255,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let token = create_user_offline(&config, &email, role).await?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::RotateKeys { tenant, data_dir },
+        } => {
+            let config = load_config(cli.config, data_dir)?;
+            for (tenant_id, key_id) in rotate_keys_offline(&config, tenant.map(TenantId)).await? {
+                println!("{tenant_id} {key_id}");
+            }
             Ok(())
         }
         Command::Migrate { direction, data_dir } => {
@@ -550,6 +569,49 @@ async fn audit_verify(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Creates a user straight through the actors, without a running server.
+/// Rotates in the vault, then records each rotation on the tenant's stream
+/// for the audit trail. A tenant whose stream refuses it (erased meanwhile)
+/// keeps its new key unused; the rotation itself has happened.
+async fn rotate_keys_offline(
+    config: &Config,
+    tenant: Option<TenantId>,
+) -> anyhow::Result<Vec<(TenantId, actors::crypto::KeyId)>> {
+    let foundation = Foundation::open(config).await?;
+    let tenants = match tenant {
+        Some(tenant) => vec![tenant],
+        None => foundation.vault.tenants().await?,
+    };
+    let actors = actors::ActorSystem::start(foundation.store.clone(), Default::default()).await?;
+    let mut rotated = Vec::with_capacity(tenants.len());
+    for tenant_id in tenants {
+        if foundation.vault.is_erased(tenant_id).await? {
+            eprintln!("tenant {tenant_id} is erased: no key is made for it");
+            continue;
+        }
+        let key_id = foundation
+            .vault
+            .rotate(tenant_id)
+            .await
+            .with_context(|| format!("cannot rotate the data key of tenant {tenant_id}"))?;
+        let recorded = actors
+            .tenants
+            .execute(
+                tenant_id.stream_id(),
+                TenantCommand::RecordKeyRotation {
+                    key_id: key_id.to_string(),
+                },
+                EventMetadata::system(Uuid::now_v7()),
+            )
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%tenant_id, %key_id, %error, "rotated, but the rotation could not be recorded in the log");
+        }
+        rotated.push((tenant_id, key_id));
+    }
+    actors.stop();
+    Ok(rotated)
+}
+
 async fn create_user_offline(config: &Config, email: &str, role: Role) -> anyhow::Result<String> {
     let foundation = Foundation::open(config).await?;
     let actors = actors::ActorSystem::start(foundation.store.clone(), Default::default()).await?;

@@ -133,6 +133,11 @@ pub enum TenantCommand {
     RevokeApiKey {
         key_id: ApiKeyId,
     },
+    /// Records, for the audit trail, that the tenant's data key was rotated:
+    /// `key_id` is the new active key's public id, never key material.
+    RecordKeyRotation {
+        key_id: String,
+    },
     /// Erases the tenant: its keys are destroyed and it leaves every
     /// projection. `erasure_id` names the receipt.
     Erase {
@@ -163,6 +168,11 @@ pub enum TenantEvent {
     ApiKeyRevoked {
         key_id: ApiKeyId,
     },
+    /// A new data key became the tenant's active one; older keys still
+    /// decrypt what was written under them.
+    EncryptionKeyRotated {
+        key_id: String,
+    },
     /// The tenant's data keys are destroyed (crypto-shredding): its events
     /// stay in the log, their sealed fields unreadable forever.
     TenantErased {
@@ -173,6 +183,7 @@ event_payload!(TenantEvent {
     TenantRegistered,
     ApiKeyIssued,
     ApiKeyRevoked,
+    EncryptionKeyRotated,
     TenantErased,
 });
 
@@ -289,6 +300,14 @@ impl Aggregate for Tenant {
                     Some(_) => Ok(vec![TenantEvent::ApiKeyRevoked { key_id: key_id.clone() }]),
                 }
             }
+            TenantCommand::RecordKeyRotation { key_id } => {
+                self.registered()?;
+                let well_formed = key_id.len() == 16 && key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                if !well_formed {
+                    return Err(DomainError::invalid("key_id", "must be 16 lowercase hex characters"));
+                }
+                Ok(vec![TenantEvent::EncryptionKeyRotated { key_id: key_id.clone() }])
+            }
             TenantCommand::Erase { erasure_id } => {
                 // erasing twice is a retry: the first erasure stands
                 if self.erased.is_some() {
@@ -323,6 +342,7 @@ impl Aggregate for Tenant {
                     key.revoked = true;
                 }
             }
+            TenantEvent::EncryptionKeyRotated { .. } => {}
             TenantEvent::TenantErased { erasure_id } => {
                 self.erased = Some(*erasure_id);
                 self.email = None;

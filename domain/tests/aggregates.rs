@@ -125,6 +125,27 @@ mod tenant {
     }
 
     #[test]
+    fn a_key_rotation_is_recorded_by_its_public_id_only() {
+        Scenario::<Tenant>::given([registered(Role::User)])
+            .when(TenantCommand::RecordKeyRotation {
+                key_id: "0123456789abcdef".into(),
+            })
+            .then_expect([TenantEvent::EncryptionKeyRotated {
+                key_id: "0123456789abcdef".into(),
+            }]);
+        Scenario::<Tenant>::given([registered(Role::User)])
+            .when(TenantCommand::RecordKeyRotation {
+                key_id: "not a key id".into(),
+            })
+            .then_error_code("invalid_input");
+        Scenario::<Tenant>::given_no_events()
+            .when(TenantCommand::RecordKeyRotation {
+                key_id: "0123456789abcdef".into(),
+            })
+            .then_error_code("not_found");
+    }
+
+    #[test]
     fn an_erased_tenant_takes_no_command_and_erasing_again_is_a_retry() {
         let erased = TenantEvent::TenantErased {
             erasure_id: Uuid::from_u128(1),
@@ -989,15 +1010,19 @@ mod stored_events {
             TenantEvent::ApiKeyRevoked {
                 key_id: ApiKeyId("key-1".into()),
             },
+            TenantEvent::EncryptionKeyRotated {
+                key_id: "0123456789abcdef".into(),
+            },
             TenantEvent::TenantErased {
                 erasure_id: Uuid::from_u128(7),
             },
         ];
-        assert_covers_every_variant(&samples, 4, |event| match event {
+        assert_covers_every_variant(&samples, 5, |event| match event {
             TenantEvent::TenantRegistered { .. } => 0,
             TenantEvent::ApiKeyIssued { .. } => 1,
             TenantEvent::ApiKeyRevoked { .. } => 2,
-            TenantEvent::TenantErased { .. } => 3,
+            TenantEvent::EncryptionKeyRotated { .. } => 3,
+            TenantEvent::TenantErased { .. } => 4,
         });
         samples
     }

@@ -394,6 +394,8 @@ async fn apply_tenant(
                 )
                 .await?;
         }
+        // key material and its rows live in the vault, not in the registry
+        TenantEvent::EncryptionKeyRotated { .. } => {}
         TenantEvent::TenantErased { erasure_id } => {
             // every row of the tenant goes; the links of its knowledge bases
             // and of its documents first, while the subqueries can find them
