@@ -32,7 +32,13 @@ pub struct Config {
     pub actor_idle_timeout_secs: u64,
     /// How long a write waits for the registry to show it before answering.
     pub read_your_writes_timeout_ms: u64,
+    /// The most bytes of one uploaded file; the multipart body around it
+    /// may add 64 KiB of form fields and headers.
     pub max_upload_bytes: usize,
+    /// The most bytes of any other request body (JSON): far below the
+    /// upload bound, so a route that parses its body whole never holds an
+    /// upload's worth of it.
+    pub max_json_body_bytes: usize,
     /// Failed authentications from one address within
     /// `auth_failure_window_secs` after which the address is refused (429)
     /// until that window closes.
@@ -102,6 +108,7 @@ impl Default for Config {
             actor_idle_timeout_secs: 300,
             read_your_writes_timeout_ms: 5_000,
             max_upload_bytes: 25 * 1024 * 1024,
+            max_json_body_bytes: 64 * 1024,
             auth_failure_limit: 20,
             auth_failure_window_secs: 60,
             auth_failure_sources: 10_000,
@@ -124,6 +131,10 @@ impl Default for Config {
         }
     }
 }
+
+/// Bounds of `max_json_body_bytes`.
+const MIN_JSON_BODY_BYTES: usize = 16 * 1024;
+const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -226,6 +237,15 @@ impl Config {
         }
         if self.max_upload_bytes == 0 {
             return invalid("NEUROSTASH_MAX_UPLOAD_BYTES", "must be positive");
+        }
+        // the bodies the API takes stay below the lower bound (a search
+        // query of 4096 characters is at most 16 KiB of utf-8, an api key
+        // naming 100 knowledge bases about 4 KiB), so each can be sent
+        if !(MIN_JSON_BODY_BYTES..=MAX_JSON_BODY_BYTES).contains(&self.max_json_body_bytes) {
+            return invalid(
+                "NEUROSTASH_MAX_JSON_BODY_BYTES",
+                &format!("must be between {MIN_JSON_BODY_BYTES} and {MAX_JSON_BODY_BYTES}"),
+            );
         }
         if self.auth_failure_limit == 0 {
             return invalid("NEUROSTASH_AUTH_FAILURE_LIMIT", "must be positive");
@@ -428,6 +448,26 @@ mod tests {
             (limits.max_failures, limits.window, limits.max_sources),
             (20, Duration::from_secs(60), 10_000)
         );
+    }
+
+    #[test]
+    fn the_json_body_bound_is_validated() {
+        assert_eq!(Config::default().max_json_body_bytes, 64 * 1024);
+        for bytes in [0, MIN_JSON_BODY_BYTES - 1, MAX_JSON_BODY_BYTES + 1] {
+            let config = Config {
+                max_json_body_bytes: bytes,
+                ..Config::default()
+            };
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("NEUROSTASH_MAX_JSON_BODY_BYTES"), "{bytes}: {message}");
+        }
+        for bytes in [MIN_JSON_BODY_BYTES, MAX_JSON_BODY_BYTES] {
+            let config = Config {
+                max_json_body_bytes: bytes,
+                ..Config::default()
+            };
+            config.validate().unwrap();
+        }
     }
 
     #[test]

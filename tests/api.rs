@@ -125,8 +125,8 @@ async fn only_admins_create_users_and_bad_input_is_refused() {
         &format!("{}.txt", "n".repeat(300)),
     ] {
         let (status, problem) = app.upload(&user, hostile, "text", Some(&kb)).await;
-        assert_eq!(status, 422, "{hostile}: {problem}");
-        assert_eq!(problem["code"], "invalid_input", "{problem}");
+        assert_eq!(status, 400, "{hostile}: {problem}");
+        assert_eq!(problem["code"], "invalid_file_name", "{problem}");
     }
     // a control character breaks the multipart header itself: refused before
     // the file name is even looked at

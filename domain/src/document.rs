@@ -3,13 +3,18 @@
 use chrono::{DateTime, Duration, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::DomainError;
 use crate::ids::{DocumentId, TenantId};
 use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
+/// The longest file name in UTF-8 bytes: what most file systems hold.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// The longest file name in characters, so that a name of many short
+/// characters still fits a listing.
+pub const MAX_FILE_NAME_CHARS: usize = 200;
 
 /// The `op_status` of the seed article's `documents_registry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -32,24 +37,81 @@ impl DocumentStatus {
     }
 }
 
-/// A file name safe to show, store and use in an object key: no path
-/// separators, no control characters, not `.`/`..`, at most 255 bytes.
+/// A file name safe to show, store and use in an object key.
+///
+/// [`FileName::parse`] is the only way to make one. It normalises to NFC
+/// (so that a name typed on one system and one copied from another, which
+/// may spell `é` as one code point or as `e` and a combining accent, are
+/// one name and one document id) and trims surrounding whitespace. It then
+/// refuses what makes a name misleading or unsafe to handle: path
+/// separators, control characters (line and paragraph separators
+/// included), the invisible bidirectional formatting characters that can
+/// make `report\u{202E}txt.exe` display as `reportexe.txt`, names of dots
+/// only, and names over [`MAX_FILE_NAME_BYTES`] bytes or
+/// [`MAX_FILE_NAME_CHARS`] characters. Parsing a parsed name gives it back
+/// unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct FileName(String);
 
+/// Unicode's `Bidi_Control` characters: the embeddings, overrides and
+/// isolates and the three marks. They show nothing themselves and only
+/// reorder what is around them, so in a file name they serve to disguise it.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that break a name across lines or move the terminal's
+/// cursor: Unicode's controls (C0, DEL, C1) and the line and paragraph
+/// separators, which are not controls but end a line all the same.
+fn is_control_like(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 impl FileName {
     pub fn parse(raw: &str) -> Result<FileName, DomainError> {
-        let name = raw.trim();
-        let invalid = |reason: &str| Err(DomainError::invalid("file_name", reason));
-        if name.is_empty() || name.len() > MAX_FILE_NAME_BYTES {
-            return invalid("must be 1 to 255 bytes");
+        let invalid = |reason: String| Err(DomainError::invalid("file_name", reason));
+        // normalised first, so every check below sees the name as stored
+        let normalised: String = raw.nfc().collect();
+        let name = normalised.trim();
+        if name.is_empty() {
+            return invalid("must not be empty".into());
         }
-        if name == "." || name == ".." {
-            return invalid("must not be . or ..");
+        if name.chars().all(|c| c == '.') {
+            return invalid("must not be made of dots only".into());
         }
-        if name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
-            return invalid("must not contain path separators or control characters");
+        for (index, c) in name.chars().enumerate() {
+            let position = index + 1;
+            if c == '/' || c == '\\' {
+                return invalid(format!(
+                    "must not contain a path separator (/ or \\): {c} at character {position}"
+                ));
+            }
+            if is_control_like(c) {
+                return invalid(format!(
+                    "must not contain control characters: U+{:04X} at character {position}",
+                    c as u32
+                ));
+            }
+            if is_bidi_control(c) {
+                return invalid(format!(
+                    "must not contain bidirectional formatting characters, which can disguise its extension: \
+                     U+{:04X} at character {position}",
+                    c as u32
+                ));
+            }
+        }
+        if name.len() > MAX_FILE_NAME_BYTES {
+            return invalid(format!(
+                "must be at most {MAX_FILE_NAME_BYTES} bytes in utf-8, not {}",
+                name.len()
+            ));
+        }
+        let characters = name.chars().count();
+        if characters > MAX_FILE_NAME_CHARS {
+            return invalid(format!(
+                "must be at most {MAX_FILE_NAME_CHARS} characters, not {characters}"
+            ));
         }
         Ok(FileName(name.to_owned()))
     }

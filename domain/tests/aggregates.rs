@@ -502,50 +502,6 @@ mod document {
     }
 
     #[test]
-    fn file_names_are_trimmed_and_at_most_255_bytes() {
-        assert_eq!(name("  report.pdf\t").as_str(), "report.pdf");
-        assert_eq!(name(&"a".repeat(255)).as_str().len(), 255);
-        assert_eq!(name("..hidden").as_str(), "..hidden");
-        assert_eq!(name("résumé v2.PDF").as_str(), "résumé v2.PDF");
-    }
-
-    #[test]
-    fn unsafe_file_names_are_invalid() {
-        let long_ascii = "a".repeat(256);
-        // 128 two-byte characters: 256 bytes although only 128 characters
-        let long_multibyte = "é".repeat(128);
-        for raw in [
-            "",
-            "   ",
-            ".",
-            "..",
-            " .. ",
-            "a/b.txt",
-            "../etc/passwd",
-            "a\\b.txt",
-            "..\\windows",
-            "nul\u{0}byte",
-            "line\nbreak",
-            "tab\tinside",
-            "escape\u{1b}[31m",
-            "del\u{7f}",
-            long_ascii.as_str(),
-            long_multibyte.as_str(),
-        ] {
-            let error = FileName::parse(raw).expect_err(raw);
-            assert!(is_invalid("file_name")(&error), "{raw:?} gave {error:?}");
-        }
-    }
-
-    #[test]
-    fn file_name_extension_is_lowercase_and_ignores_dot_files() {
-        assert_eq!(name("report.MD").extension().as_deref(), Some("md"));
-        assert_eq!(name("archive.tar.GZ").extension().as_deref(), Some("gz"));
-        assert_eq!(name(".bashrc").extension(), None);
-        assert_eq!(name("Makefile").extension(), None);
-    }
-
-    #[test]
     fn a_deleted_document_can_be_registered_again_from_scratch() {
         let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0)), processed(), deleted()])
             .when(register())

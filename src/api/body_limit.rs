@@ -3,20 +3,40 @@
 //! is enforced here instead: a declared length over the limit is refused
 //! before anything is read, and an undeclared (chunked) body is cut off with
 //! an error as soon as it passes the limit, so it never sits whole in memory.
+//!
+//! There are two bounds. A `multipart/form-data` body carries a file and
+//! gets the upload bound (the upload route streams it, and counts the file
+//! itself against `max_upload_bytes`); every other body gets the far
+//! smaller one of JSON, so a route that parses its body whole (every JSON
+//! route) never holds more than that. The choice goes by the declared
+//! content type, not the route: a JSON route refuses a multipart body (415)
+//! before reading any of it. A new route that takes raw bytes must be given
+//! the upload bound here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use futures::StreamExt;
-use poem::http::header::CONTENT_LENGTH;
+use poem::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 
 use super::error::ApiError;
 
+/// What a multipart body may carry besides the file: its boundaries and
+/// part headers, and the form's other fields.
+pub const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+
 pub struct BodyLimit {
-    max_bytes: usize,
+    upload_body_bytes: usize,
+    json_body_bytes: usize,
 }
 
 impl BodyLimit {
-    pub fn new(max_bytes: usize) -> BodyLimit {
-        BodyLimit { max_bytes }
+    pub fn new(upload_body_bytes: usize, json_body_bytes: usize) -> BodyLimit {
+        BodyLimit {
+            upload_body_bytes,
+            json_body_bytes,
+        }
     }
 }
 
@@ -26,37 +46,58 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
     fn transform(&self, inner: E) -> Self::Output {
         BodyLimitEndpoint {
             inner,
-            max_bytes: self.max_bytes,
+            upload_body_bytes: self.upload_body_bytes,
+            json_body_bytes: self.json_body_bytes,
         }
     }
 }
 
 pub struct BodyLimitEndpoint<E> {
     inner: E,
-    max_bytes: usize,
+    upload_body_bytes: usize,
+    json_body_bytes: usize,
+}
+
+/// Whether the request declares a multipart form, the one body that may
+/// carry a file.
+fn is_multipart(request: &Request) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("multipart/form-data"))
 }
 
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut request: Request) -> poem::Result<Response> {
+        let max_bytes = if is_multipart(&request) {
+            self.upload_body_bytes
+        } else {
+            self.json_body_bytes
+        };
         let declared = request
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok());
+        let cut = Arc::new(AtomicBool::new(false));
         match declared {
-            Some(length) if length > self.max_bytes as u64 => {
-                return Err(ApiError::PayloadTooLarge { limit: self.max_bytes }.into());
+            Some(length) if length > max_bytes as u64 => {
+                return Err(ApiError::BodyTooLarge { limit: max_bytes }.into());
             }
+            // the server reads no more than the declared length
             Some(_) => {}
             None => {
-                let max_bytes = self.max_bytes;
+                let cut = cut.clone();
                 let mut seen = 0usize;
                 let stream = request.take_body().into_bytes_stream().map(move |chunk| {
                     let chunk = chunk?;
                     seen = seen.saturating_add(chunk.len());
                     if seen > max_bytes {
+                        cut.store(true, Ordering::Relaxed);
                         return Err(std::io::Error::other(format!(
                             "request body is larger than the limit of {max_bytes} bytes"
                         )));
@@ -66,6 +107,20 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
                 request.set_body(Body::from_bytes_stream(stream));
             }
         }
-        Ok(self.inner.call(request).await?.into_response())
+        let result = self.inner.call(request).await.map(IntoResponse::into_response);
+        // the route saw only a failed read, which it reports as it can (a
+        // JSON parse error, a broken multipart form): the failure was the
+        // bound, and the client is told so. A route that succeeded anyway
+        // did not need the rest, and its answer stands.
+        if cut.load(Ordering::Relaxed) {
+            let failed = match &result {
+                Ok(response) => response.status().is_client_error() || response.status().is_server_error(),
+                Err(_) => true,
+            };
+            if failed {
+                return Err(ApiError::BodyTooLarge { limit: max_bytes }.into());
+            }
+        }
+        result
     }
 }

@@ -1,34 +1,342 @@
 //! Documents: upload, list, read, delete.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use actors::artifact::sha256_hex;
+use actors::objects::{ObjectStore, ObjectStoreError};
 use chrono::{DateTime, Utc};
 use domain::document::{DocumentCommand, FileName};
-use domain::{DocumentId, KnowledgeBaseId};
-use poem::web::Data;
+use domain::{DocumentId, KnowledgeBaseId, Sealed};
+use futures::StreamExt;
+use poem::web::{Data, Field, Multipart};
+use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
-use poem_openapi::types::multipart::Upload;
-use poem_openapi::{ApiResponse, Multipart, Object, OpenApi, Tags};
+use poem_openapi::payload::{Json, ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::{impl_apirequest_for_payload, ApiResponse, Object, OpenApi, Tags};
 use projections::registry::DocumentRow;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::knowledge_bases::link_document;
 use super::{ApiKeyAuth, Caller};
 use crate::app::App;
-use crate::pipeline::extract::{is_supported, SUPPORTED_EXTENSIONS};
+use crate::pipeline::extract::{is_supported, resolve_content_type, SUPPORTED_EXTENSIONS};
 
 #[derive(Tags)]
 enum Tag {
     Documents,
 }
 
-#[derive(Multipart)]
-struct UploadForm {
-    file: Upload,
-    knowledge_base_id: Option<String>,
+/// The body of an upload: a multipart form read field by field as it
+/// arrives, so that the file's bytes flow into the object store and are
+/// never held whole. poem-openapi's `Multipart` derive is not used: it
+/// spools every file field to a temporary file before the route runs, so
+/// the whole upload would sit on local disk in plaintext, past the
+/// encryption and before any check (and in memory where `/tmp` is a tmpfs).
+/// The schema below documents the form that derive would have described.
+struct UploadBody(Multipart);
+
+impl Payload for UploadBody {
+    const CONTENT_TYPE: &'static str = "multipart/form-data";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type
+            .split(';')
+            .next()
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(Self::CONTENT_TYPE))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let field = |schema: MetaSchema, description: &'static str| {
+            MetaSchemaRef::Inline(Box::new(MetaSchema {
+                description: Some(description),
+                ..schema
+            }))
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            required: vec!["file"],
+            properties: vec![
+                (
+                    "file",
+                    field(
+                        MetaSchema::new_with_format("string", "binary"),
+                        "The document, at most max_upload_bytes. Its file name (1 to 255 bytes and 200 \
+                         characters, NFC, without path separators, control or bidirectional formatting \
+                         characters) names it; its extension (.txt, .text, .md, .markdown) says how it is \
+                         read, and its content type, when not application/octet-stream, must be one the \
+                         extension allows.",
+                    ),
+                ),
+                (
+                    "knowledge_base_id",
+                    field(
+                        MetaSchema::new_with_format("string", "uuid"),
+                        "A knowledge base of the caller's to add the document to. Sent before the file, a \
+                         refused one costs no upload.",
+                    ),
+                ),
+            ],
+            ..MetaSchema::new("object")
+        }))
+    }
+}
+
+impl ParsePayload for UploadBody {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(UploadBody(Multipart::from_request(request, body).await?))
+    }
+}
+
+// the extractor a payload type gets: content type checked, then parsed
+impl_apirequest_for_payload!(UploadBody);
+
+/// The most bytes of the `knowledge_base_id` field: a uuid, with room for
+/// whitespace around it.
+const MAX_TEXT_FIELD_BYTES: u64 = 256;
+
+/// The pieces an uploaded file is read and stored in.
+const UPLOAD_READ_BYTES: usize = 64 * 1024;
+
+/// What a file's bytes came to on their way into the store.
+#[derive(Default)]
+struct Tally {
+    hasher: Sha256,
+    bytes: u64,
+    over_limit: bool,
+}
+
+/// A file whose bytes are stored and that no event names yet.
+struct StoredFile {
+    document_id: DocumentId,
+    file_name: FileName,
+    sealed_file_name: Sealed,
+    content_type: &'static str,
+    size_bytes: u64,
+    sha256: String,
+    object: UnclaimedObject,
+}
+
+/// An object that nothing names yet. It is removed unless claimed: at once
+/// by [`UnclaimedObject::discard`] when the upload is refused, and, when
+/// the request is dropped before (the client went away), in the background,
+/// so a refused or abandoned upload leaves no bytes behind. It is claimed
+/// before the command that names it is sent, since the actor carries out a
+/// command whose sender is gone.
+struct UnclaimedObject {
+    objects: Arc<dyn ObjectStore>,
+    key: Option<String>,
+}
+
+impl UnclaimedObject {
+    /// The key, now the caller's to name in an event (or remove).
+    fn claim(mut self) -> String {
+        self.key.take().expect("an unclaimed object has its key")
+    }
+
+    async fn discard(mut self) {
+        if let Some(key) = self.key.take() {
+            remove_object(self.objects.as_ref(), &key).await;
+        }
+    }
+}
+
+impl Drop for UnclaimedObject {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let objects = self.objects.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { remove_object(objects.as_ref(), &key).await });
+        }
+    }
+}
+
+async fn remove_object(objects: &dyn ObjectStore, object_key: &str) {
+    if let Err(error) = objects.delete(object_key).await {
+        tracing::warn!(%object_key, %error, "could not remove bytes of a refused upload");
+    }
+}
+
+/// The multipart error as the client is told it.
+fn unreadable_form(error: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid_upload(format!(
+        "the multipart form cannot be read: {}",
+        error.to_string().to_lowercase()
+    ))
+}
+
+/// A short text field, read bounded: the body bound is an upload's.
+async fn read_text_field(field: Field, name: &str) -> Result<String, ApiError> {
+    let reader = field.into_async_read();
+    tokio::pin!(reader);
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_TEXT_FIELD_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(unreadable_form)?;
+    if bytes.len() as u64 > MAX_TEXT_FIELD_BYTES {
+        return Err(ApiError::invalid_upload(format!(
+            "field {name} is longer than {MAX_TEXT_FIELD_BYTES} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid_upload(format!("field {name} is not utf-8 text")))
+}
+
+/// The knowledge base an upload names, if it names one: the caller's own
+/// and one its key reaches, else 404 as another tenant's would be.
+async fn upload_knowledge_base(app: &App, caller: &Caller, raw: &str) -> Result<Option<KnowledgeBaseId>, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let id: Uuid = raw
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("knowledge_base_id {raw:?} is not a uuid")))?;
+    if !caller.reaches(KnowledgeBaseId(id)) {
+        return Err(ApiError::not_found("knowledge base", id));
+    }
+    let kb = app
+        .registry
+        .knowledge_base(caller.tenant_id, KnowledgeBaseId(id))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("knowledge base", id))?;
+    Ok(Some(kb.id))
+}
+
+/// Checks the file's name and type from its part headers, then streams its
+/// bytes into the object store (which encrypts them), hashing and counting
+/// them on the way. Past `max_upload_bytes` the stream fails, so the store
+/// keeps nothing, and the upload is refused with 413.
+async fn store_file(app: &App, caller: &Caller, field: Field) -> Result<StoredFile, ApiError> {
+    let raw_name = field
+        .file_name()
+        .ok_or_else(|| ApiError::invalid_file_name("field file has no file name"))?;
+    let file_name = FileName::parse(raw_name).map_err(ApiError::invalid_file_name)?;
+    let extension = file_name.extension().unwrap_or_default();
+    if !is_supported(&extension) {
+        let what = match extension.as_str() {
+            "" => "files without an extension are".to_owned(),
+            extension => format!("files with extension .{extension} are"),
+        };
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{what} not supported: supported extensions are {}",
+            SUPPORTED_EXTENSIONS.join(", ")
+        )));
+    }
+    let content_type = resolve_content_type(&extension, field.content_type())
+        .map_err(|mismatch| ApiError::ContentTypeMismatch(mismatch.to_string()))?;
+    let document_id = DocumentId::for_file(caller.tenant_id, file_name.as_str());
+    let sealed_file_name = app
+        .vault
+        .seal(caller.tenant_id, "file_name", file_name.as_str())
+        .await
+        .map_err(ApiError::internal)?;
+    // under a key of its own, so a refused registration removes exactly
+    // these bytes and never an earlier upload's
+    let object_key = format!(
+        "tenants/{}/documents/{}/{}",
+        caller.tenant_id,
+        document_id,
+        Uuid::now_v7()
+    );
+    let limit = app.config.max_upload_bytes;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let body = {
+        let tally = tally.clone();
+        tokio_util::io::ReaderStream::with_capacity(field.into_async_read(), UPLOAD_READ_BYTES)
+            .map(move |piece| {
+                let piece = piece?;
+                let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+                tally.bytes += piece.len() as u64;
+                if tally.bytes > limit as u64 {
+                    tally.over_limit = true;
+                    return Err(std::io::Error::other(format!(
+                        "upload is larger than the limit of {limit} bytes"
+                    )));
+                }
+                tally.hasher.update(&piece);
+                Ok(piece)
+            })
+            .boxed()
+    };
+    let stored = app.objects.put_stream(&object_key, body).await;
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+    match stored {
+        Ok(size_bytes) => {
+            debug_assert_eq!(size_bytes, tally.bytes, "the store took every byte read");
+            Ok(StoredFile {
+                document_id,
+                file_name,
+                sealed_file_name,
+                content_type,
+                size_bytes,
+                sha256: hex::encode(tally.hasher.finalize()),
+                object: UnclaimedObject {
+                    objects: app.objects.clone(),
+                    key: Some(object_key),
+                },
+            })
+        }
+        // the store kept nothing of a body that failed
+        Err(_) if tally.over_limit => Err(ApiError::PayloadTooLarge { limit }),
+        Err(ObjectStoreError::Body { source, .. }) => Err(unreadable_form(source)),
+        Err(error) => Err(ApiError::internal(error)),
+    }
+}
+
+/// Reads the form: the knowledge base and the file in either order (other
+/// fields are skipped). The file is stored as it arrives; whatever is
+/// refused after that discards it before answering.
+async fn receive_upload(
+    app: &App,
+    caller: &Caller,
+    mut form: Multipart,
+) -> Result<(StoredFile, Option<KnowledgeBaseId>), ApiError> {
+    let mut knowledge_base: Option<Option<KnowledgeBaseId>> = None;
+    let mut file: Option<StoredFile> = None;
+    let received = async {
+        while let Some(field) = form.next_field().await.map_err(unreadable_form)? {
+            match field.name() {
+                Some("knowledge_base_id") => {
+                    if knowledge_base.is_some() {
+                        return Err(ApiError::invalid_upload("field knowledge_base_id is given twice"));
+                    }
+                    let raw = read_text_field(field, "knowledge_base_id").await?;
+                    knowledge_base = Some(upload_knowledge_base(app, caller, &raw).await?);
+                }
+                Some("file") => {
+                    if file.is_some() {
+                        return Err(ApiError::invalid_upload(
+                            "one file per upload: field file is given twice",
+                        ));
+                    }
+                    file = Some(store_file(app, caller, field).await?);
+                }
+                _ => {}
+            }
+        }
+        let knowledge_base = knowledge_base.flatten();
+        if knowledge_base.is_none() {
+            caller.require_tenant_wide("upload a document outside a knowledge base")?;
+        }
+        Ok(knowledge_base)
+    }
+    .await;
+    match (received, file) {
+        (Ok(knowledge_base), Some(file)) => Ok((file, knowledge_base)),
+        (Ok(_), None) => Err(ApiError::invalid_upload("multipart field file is required")),
+        (Err(error), file) => {
+            if let Some(file) = file {
+                file.object.discard().await;
+            }
+            Err(error)
+        }
+    }
 }
 
 #[derive(Object)]
@@ -135,69 +443,17 @@ pub struct DocumentsApi;
 impl DocumentsApi {
     /// Upload a document (multipart field `file`, optionally `knowledge_base_id`);
     /// it is processed in the background.
+    ///
+    /// The file streams into the store: past `max_upload_bytes` the upload
+    /// stops with 413. A file name that is not safe answers 400, an
+    /// extension that is not supported or a content type the extension
+    /// does not allow 415; nothing of a refused upload is kept.
     #[oai(path = "/documents", method = "post", tag = "Tag::Documents")]
-    async fn upload(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, form: UploadForm) -> poem::Result<UploadResponse> {
+    async fn upload(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, body: UploadBody) -> poem::Result<UploadResponse> {
         let caller = auth.0;
-        let file_name = FileName::parse(form.file.file_name().unwrap_or_default())
-            .map_err(|error| ApiError::invalid(error.to_string()))?;
-        let extension = file_name.extension();
-        if !extension.as_deref().is_some_and(is_supported) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "file {} has an unsupported type: supported extensions are {}",
-                file_name.as_str(),
-                SUPPORTED_EXTENSIONS.join(", ")
-            ))
-            .into());
-        }
-        let limit = app.config.max_upload_bytes;
-        if form.file.size() > limit {
-            return Err(ApiError::PayloadTooLarge { limit }.into());
-        }
-        let knowledge_base = match form.knowledge_base_id.as_deref().map(str::trim) {
-            None | Some("") => {
-                caller.require_tenant_wide("upload a document outside a knowledge base")?;
-                None
-            }
-            Some(raw) => {
-                let id: Uuid = raw
-                    .parse()
-                    .map_err(|_| ApiError::invalid(format!("knowledge_base_id {raw:?} is not a uuid")))?;
-                if !caller.reaches(KnowledgeBaseId(id)) {
-                    return Err(ApiError::not_found("knowledge base", id).into());
-                }
-                let kb = app
-                    .registry
-                    .knowledge_base(caller.tenant_id, KnowledgeBaseId(id))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .ok_or_else(|| ApiError::not_found("knowledge base", id))?;
-                Some(kb.id)
-            }
-        };
-        // clients such as curl -F send octet-stream for any file: the
-        // extension, already checked against the allow-list, says more
-        let content_type = match form.file.content_type() {
-            Some(declared) if declared != "application/octet-stream" => declared.to_owned(),
-            _ => crate::pipeline::extract::content_type_for(&file_name.extension().unwrap_or_default()).to_owned(),
-        };
-        let bytes = form.file.into_vec().await.map_err(ApiError::internal)?;
-        let document_id = DocumentId::for_file(caller.tenant_id, file_name.as_str());
-        // the bytes are stored before the event that names them, under a key
-        // of their own, so a refused registration can remove exactly them
-        let object_key = format!(
-            "tenants/{}/documents/{}/{}",
-            caller.tenant_id,
-            document_id,
-            Uuid::now_v7()
-        );
-        let sha256 = sha256_hex(&bytes);
-        let size_bytes = bytes.len() as u64;
-        let sealed_file_name = app
-            .vault
-            .seal(caller.tenant_id, "file_name", file_name.as_str())
-            .await
-            .map_err(ApiError::internal)?;
-        app.objects.put(&object_key, bytes).await.map_err(ApiError::internal)?;
+        let (file, knowledge_base) = receive_upload(&app, &caller, body.0).await?;
+        let document_id = file.document_id;
+        let object_key = file.object.claim();
         let registered = app
             .actors
             .documents
@@ -206,11 +462,11 @@ impl DocumentsApi {
                 DocumentCommand::Register {
                     document_id,
                     tenant_id: caller.tenant_id,
-                    file_name,
-                    sealed_file_name,
-                    content_type,
-                    size_bytes,
-                    sha256,
+                    file_name: file.file_name,
+                    sealed_file_name: file.sealed_file_name,
+                    content_type: file.content_type.to_owned(),
+                    size_bytes: file.size_bytes,
+                    sha256: file.sha256,
                     object_key: object_key.clone(),
                 },
                 caller.metadata(),
@@ -219,9 +475,7 @@ impl DocumentsApi {
         let registered = match registered {
             Ok(outcome) => outcome,
             Err(error) => {
-                if let Err(cleanup) = app.objects.delete(&object_key).await {
-                    tracing::warn!(%object_key, error = %cleanup, "could not remove bytes of a refused upload");
-                }
+                remove_object(app.objects.as_ref(), &object_key).await;
                 return Err(ApiError::from(error).into());
             }
         };

@@ -34,8 +34,14 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("upload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A request body past the bound of its kind (see `body_limit`).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A file whose declared content type is not one its extension allows.
+    #[error("{0}")]
+    ContentTypeMismatch(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -72,6 +78,23 @@ impl ApiError {
         }
     }
 
+    /// A file name `FileName::parse` refuses: 400 `invalid_file_name`.
+    pub fn invalid_file_name(reason: impl std::fmt::Display) -> ApiError {
+        ApiError::BadRequest {
+            code: "invalid_file_name",
+            message: reason.to_string(),
+        }
+    }
+
+    /// A multipart upload the route cannot take as sent (a missing or
+    /// repeated field): 400 `invalid_upload`.
+    pub fn invalid_upload(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code: "invalid_upload",
+            message: message.into(),
+        }
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
         ApiError::Internal(error.to_string())
     }
@@ -87,8 +110,8 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) | ApiError::ContentTypeMismatch(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -105,8 +128,9 @@ impl ApiError {
             ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
                 code
             }
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_file_type",
+            ApiError::ContentTypeMismatch(_) => "unsupported_content_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -216,14 +216,17 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
     .description("self-hosted, multi-tenant knowledge stash: documents, knowledge bases, semantic search");
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let max_body = app.config.max_upload_bytes + 64 * 1024;
+    let upload_body = app
+        .config
+        .max_upload_bytes
+        .saturating_add(body_limit::FORM_OVERHEAD_BYTES);
     let failed_auth = auth_guard::FailedAuthGuard::new(app.config.failed_auth_limits());
     Route::new()
         .at("/health", get(health))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api.with(failed_auth))
-        .with(body_limit::BodyLimit::new(max_body))
+        .with(body_limit::BodyLimit::new(upload_body, app.config.max_json_body_bytes))
         .with(Tracing)
         .data(app)
         .catch_all_error(error::render_any_error)

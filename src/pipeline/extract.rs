@@ -90,6 +90,61 @@ pub fn content_type_for(ext: &str) -> &'static str {
     }
 }
 
+/// The content types a file of a supported extension may be declared as,
+/// its own ([`content_type_for`]) first; none for any other extension.
+/// Markdown is text, and clients that know no markdown type (browsers,
+/// curl) send `text/plain` for it.
+pub fn accepted_content_types(ext: &str) -> &'static [&'static str] {
+    match Format::from_extension(ext) {
+        Some(Format::PlainText) => &["text/plain"],
+        Some(Format::Markdown) => &["text/markdown", "text/x-markdown", "text/plain"],
+        None => &[],
+    }
+}
+
+/// A declared content type that the file's extension does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "content type {declared:?} is not allowed for a .{extension} file: declare {} or application/octet-stream",
+    .accepted.join(", ")
+)]
+pub struct ContentTypeMismatch {
+    /// As declared, cut to 100 characters.
+    pub declared: String,
+    pub extension: String,
+    pub accepted: &'static [&'static str],
+}
+
+/// The content type to record for a file of the supported extension `ext`
+/// declared as `declared` (a `Content-Type` value; parameters such as
+/// `charset` and case do not matter). A declared type the extension allows
+/// is recorded as the allow-list spells it, so what is stored comes from
+/// the list and never from the client. `application/octet-stream` and no
+/// declaration say nothing about the file (clients such as `curl -F` send
+/// octet-stream for any file), so the extension's own type is recorded.
+pub fn resolve_content_type(ext: &str, declared: Option<&str>) -> Result<&'static str, ContentTypeMismatch> {
+    let accepted = accepted_content_types(ext);
+    let essence = declared
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .filter(|essence| !essence.is_empty());
+    let Some(essence) = essence else {
+        return Ok(content_type_for(ext));
+    };
+    if essence == "application/octet-stream" {
+        return Ok(content_type_for(ext));
+    }
+    accepted
+        .iter()
+        .find(|candidate| **candidate == essence)
+        .copied()
+        .ok_or_else(|| ContentTypeMismatch {
+            declared: declared.unwrap_or_default().chars().take(100).collect(),
+            extension: ext.trim().trim_start_matches('.').to_ascii_lowercase(),
+            accepted,
+        })
+}
+
 /// Decodes a file into text, chosen by its extension.
 ///
 /// A UTF-8 byte order mark is dropped and line endings become `\n`, so that
@@ -152,6 +207,52 @@ fn normalize_line_endings(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declared_content_type_must_be_one_the_extension_allows() {
+        assert_eq!(resolve_content_type("txt", Some("text/plain")), Ok("text/plain"));
+        assert_eq!(
+            resolve_content_type("txt", Some("Text/Plain; charset=UTF-8")),
+            Ok("text/plain")
+        );
+        assert_eq!(resolve_content_type("md", Some("text/plain")), Ok("text/plain"));
+        assert_eq!(
+            resolve_content_type("markdown", Some("text/x-markdown")),
+            Ok("text/x-markdown")
+        );
+        for ext in SUPPORTED_EXTENSIONS {
+            assert_eq!(accepted_content_types(ext)[0], content_type_for(ext), "{ext}");
+            // saying nothing, or octet-stream, gives the extension's own type
+            for declared in [
+                None,
+                Some(""),
+                Some("application/octet-stream"),
+                Some(" APPLICATION/OCTET-STREAM "),
+            ] {
+                assert_eq!(
+                    resolve_content_type(ext, declared),
+                    Ok(content_type_for(ext)),
+                    "{ext} {declared:?}"
+                );
+            }
+        }
+        let refused = resolve_content_type("txt", Some("text/html")).unwrap_err();
+        assert_eq!(refused.accepted, ["text/plain"]);
+        let message = refused.to_string();
+        assert!(
+            message.contains("\"text/html\"") && message.contains("text/plain"),
+            "{message}"
+        );
+        for (ext, declared) in [
+            ("md", "application/x-msdownload"),
+            ("txt", "text/markdown"),
+            ("txt", "image/svg+xml"),
+            ("txt", "text/plainx"),
+        ] {
+            assert!(resolve_content_type(ext, Some(declared)).is_err(), "{ext} {declared}");
+        }
+        assert!(accepted_content_types("exe").is_empty());
+    }
 
     fn ok(ext: &str, bytes: &[u8]) -> String {
         extract_text(Some(ext), bytes)
