@@ -14,7 +14,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 16] = [
+const EXPECTED_TABLES: [&str; 17] = [
     "api_keys",
     "audit_log",
     "documents_registry",
@@ -26,6 +26,7 @@ const EXPECTED_TABLES: [&str; 16] = [
     "knowledge_bases",
     "outbox",
     "outbox_relay_lease",
+    "pending_uploads",
     "projection_applied",
     "projection_checkpoints",
     "projection_generations",
@@ -322,6 +323,10 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         index("projection_generations", true, &["projection"]),
         // One active data key per tenant (a partial index).
         index("encryption_keys", true, &["user_id"]),
+        // One pending upload per document; the cleaner reads them by expiry.
+        index("pending_uploads", true, &["document_id"]),
+        index("pending_uploads", false, &["expires_at"]),
+        index("pending_uploads", false, &["user_id"]),
     ];
     if backend == Backend::Postgres {
         // The log order readers page by.
@@ -424,6 +429,10 @@ async fn write_sample_rows(database: &Database) {
           '2026-01-01T00:00:00.000000Z', 'removed')",
         "INSERT INTO erased_tenants (user_id, erased_at) VALUES \
          ('7b0b7f5e-0000-4000-8000-000000000007', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO pending_uploads (document_id, user_id, upload_id, staging_key, size_bytes, sha256, \
+         knowledge_base_id, expires_at, created_at) VALUES ('7b0b7f5e-0000-4000-8000-000000000008', \
+         '7b0b7f5e-0000-4000-8000-000000000001', '7b0b7f5e-0000-4000-8000-000000000009', 'staging/x', 10, NULL, \
+         NULL, '2026-01-01T01:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO encryption_keys (id, user_id, wrapped_key, master_key_id, created_at) VALUES \
          ('0123456789abcdef', '7b0b7f5e-0000-4000-8000-000000000001', 'wrapped', 'master', \
           '2026-01-01T00:00:00.000000Z')",

@@ -5,8 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use uuid::Uuid;
+
 use crate::error::DomainError;
-use crate::ids::{DocumentId, TenantId};
+use crate::ids::{DocumentId, KnowledgeBaseId, TenantId};
 use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
@@ -15,6 +17,24 @@ pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// The longest file name in characters, so that a name of many short
 /// characters still fits a listing.
 pub const MAX_FILE_NAME_CHARS: usize = 200;
+
+/// Where the bytes of presigned uploads wait for their completion, in the
+/// raw object store: plain bytes outside every tenant's encrypted prefix.
+pub const STAGING_PREFIX: &str = "staging/";
+
+/// The staging key of one upload: `staging/<tenant>/<document>/<upload>`.
+/// A tenant's whole staging area is `staging/<tenant>/`, which erasing the
+/// tenant removes; a fresh upload id per request means a late PUT to an
+/// expired upload's URL can never land on a later upload's object.
+pub fn staging_key(tenant_id: TenantId, document_id: DocumentId, upload_id: Uuid) -> String {
+    format!("{STAGING_PREFIX}{tenant_id}/{document_id}/{upload_id}")
+}
+
+/// Whether `text` is a SHA-256 digest as the system writes them: 64
+/// lowercase hex characters.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// The `op_status` of the seed article's `documents_registry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -154,6 +174,44 @@ pub enum DocumentCommand {
         sha256: String,
         object_key: String,
     },
+    /// Opens a presigned upload: the client is to put `size_bytes` bytes
+    /// (whose SHA-256 is `sha256`, when given) at the staging key of
+    /// `upload_id` before `expires_at`. `now` and the fresh `upload_id` are
+    /// the caller's: the domain reads no clock and draws nothing.
+    RequestUpload {
+        document_id: DocumentId,
+        tenant_id: TenantId,
+        file_name: FileName,
+        sealed_file_name: Sealed,
+        content_type: String,
+        size_bytes: u64,
+        sha256: Option<String>,
+        knowledge_base_id: Option<KnowledgeBaseId>,
+        upload_id: Uuid,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    /// Registers the document from its pending upload, whose bytes the
+    /// caller has measured (`size_bytes`, `sha256`) and stored, encrypted,
+    /// under `object_key`.
+    CompleteUpload {
+        upload_id: Uuid,
+        size_bytes: u64,
+        sha256: String,
+        object_key: String,
+        now: DateTime<Utc>,
+    },
+    /// Ends a pending upload whose staged bytes are not what was declared.
+    RejectUpload {
+        upload_id: Uuid,
+        reason: String,
+    },
+    /// Ends a pending upload past its expiry; one no longer pending is a
+    /// no-op, so the cleaner may repeat it.
+    ExpireUpload {
+        upload_id: Uuid,
+        now: DateTime<Utc>,
+    },
     /// Takes the processing lease. `now` is the caller's clock: the domain
     /// reads none.
     StartProcessing {
@@ -199,6 +257,34 @@ pub enum DocumentEvent {
         attempt: u32,
     },
     DocumentDeleted {},
+    /// A presigned upload was opened. Completing it records
+    /// `DocumentRegistered`, so that processing and the read models see an
+    /// upload like any other.
+    UploadRequested {
+        document_id: DocumentId,
+        tenant_id: TenantId,
+        upload_id: Uuid,
+        /// Sealed under the tenant's data key.
+        file_name: Protected,
+        content_type: String,
+        size_bytes: u64,
+        /// The declared SHA-256 (hex) the bytes must match, if any.
+        sha256: Option<String>,
+        /// Where the completed document is linked.
+        knowledge_base_id: Option<KnowledgeBaseId>,
+        /// In the raw object store; see [`staging_key`].
+        staging_key: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The staged bytes did not match the declaration; the upload is over.
+    UploadRejected {
+        upload_id: Uuid,
+        reason: String,
+    },
+    /// The upload was not completed in time; its staged bytes are deleted.
+    UploadExpired {
+        upload_id: Uuid,
+    },
 }
 event_payload!(DocumentEvent {
     DocumentRegistered,
@@ -206,7 +292,25 @@ event_payload!(DocumentEvent {
     DocumentProcessed,
     ProcessingFailed,
     DocumentDeleted,
+    UploadRequested,
+    UploadRejected,
+    UploadExpired,
 });
+
+/// A presigned upload waiting for its completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub document_id: DocumentId,
+    pub tenant_id: TenantId,
+    pub upload_id: Uuid,
+    pub file_name: Protected,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: Option<String>,
+    pub knowledge_base_id: Option<KnowledgeBaseId>,
+    pub staging_key: String,
+    pub expires_at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -227,9 +331,41 @@ pub struct Document {
     pub error: Option<String>,
     pub artifact: Option<ArtifactRef>,
     pub deleted: bool,
+    /// An open presigned upload. A stream may hold one before its first
+    /// registration (`id` is still `None` then) or after a delete.
+    pub pending_upload: Option<PendingUpload>,
 }
 
 impl Document {
+    /// Registered and not deleted.
+    fn is_live(&self) -> bool {
+        self.id.is_some() && !self.deleted
+    }
+
+    fn refuse_pending_upload(&self) -> Result<(), DomainError> {
+        match &self.pending_upload {
+            Some(pending) => Err(DomainError::UploadPending {
+                document_id: pending.document_id.to_string(),
+                expires_at: pending.expires_at,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The open upload `upload_id`, or why there is none.
+    fn pending(&self, upload_id: Uuid) -> Result<&PendingUpload, DomainError> {
+        self.pending_upload
+            .as_ref()
+            .filter(|pending| pending.upload_id == upload_id)
+            .ok_or_else(|| DomainError::NoPendingUpload {
+                document_id: self
+                    .id
+                    .or(self.pending_upload.as_ref().map(|pending| pending.document_id))
+                    .map_or_else(|| "unregistered".to_owned(), |id| id.to_string()),
+                upload_id: upload_id.to_string(),
+            })
+    }
+
     fn live_id(&self) -> Result<DocumentId, DomainError> {
         match self.id {
             Some(id) if !self.deleted => Ok(id),
@@ -277,12 +413,15 @@ impl Aggregate for Document {
             } => {
                 // a deleted document's stream may be registered again: the
                 // same file name uploaded after a delete
-                if self.id.is_some() && !self.deleted {
+                if self.is_live() {
                     return Err(DomainError::AlreadyExists {
                         entity: "document",
                         id: document_id.to_string(),
                     });
                 }
+                // the same file name sent directly while a presigned upload
+                // of it is open: one of them would be lost
+                self.refuse_pending_upload()?;
                 if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
                     return Err(DomainError::invalid(
                         "document_id",
@@ -298,6 +437,125 @@ impl Aggregate for Document {
                     sha256: sha256.clone(),
                     object_key: object_key.clone(),
                 }])
+            }
+            DocumentCommand::RequestUpload {
+                document_id,
+                tenant_id,
+                file_name,
+                sealed_file_name,
+                content_type,
+                size_bytes,
+                sha256,
+                knowledge_base_id,
+                upload_id,
+                now,
+                expires_at,
+            } => {
+                if self.is_live() {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "document",
+                        id: document_id.to_string(),
+                    });
+                }
+                // an expired one too, until the cleaner has deleted its
+                // staged bytes: replacing it here would leave them behind
+                self.refuse_pending_upload()?;
+                if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
+                    return Err(DomainError::invalid(
+                        "document_id",
+                        "does not match tenant and file name",
+                    ));
+                }
+                if expires_at <= now {
+                    return Err(DomainError::invalid("expires_at", "must be later than now"));
+                }
+                if sha256.as_deref().is_some_and(|sha256| !is_sha256_hex(sha256)) {
+                    return Err(DomainError::invalid("sha256", "must be 64 lowercase hex characters"));
+                }
+                if content_type.trim().is_empty() {
+                    return Err(DomainError::invalid("content_type", "must not be empty"));
+                }
+                Ok(vec![DocumentEvent::UploadRequested {
+                    document_id: *document_id,
+                    tenant_id: *tenant_id,
+                    upload_id: *upload_id,
+                    file_name: Protected::Sealed(sealed_file_name.clone()),
+                    content_type: content_type.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: sha256.clone(),
+                    knowledge_base_id: *knowledge_base_id,
+                    staging_key: staging_key(*tenant_id, *document_id, *upload_id),
+                    expires_at: *expires_at,
+                }])
+            }
+            DocumentCommand::CompleteUpload {
+                upload_id,
+                size_bytes,
+                sha256,
+                object_key,
+                now,
+            } => {
+                let pending = self.pending(*upload_id)?;
+                if *now >= pending.expires_at {
+                    return Err(DomainError::UploadExpired {
+                        document_id: pending.document_id.to_string(),
+                        upload_id: upload_id.to_string(),
+                        expired_at: pending.expires_at,
+                    });
+                }
+                if *size_bytes != pending.size_bytes {
+                    return Err(DomainError::invalid(
+                        "size",
+                        format!(
+                            "upload {upload_id} holds {size_bytes} bytes, {} were declared",
+                            pending.size_bytes
+                        ),
+                    ));
+                }
+                if !is_sha256_hex(sha256) {
+                    return Err(DomainError::invalid("sha256", "must be 64 lowercase hex characters"));
+                }
+                if pending.sha256.as_ref().is_some_and(|declared| declared != sha256) {
+                    return Err(DomainError::invalid(
+                        "sha256",
+                        format!("upload {upload_id} does not have the declared sha-256"),
+                    ));
+                }
+                debug_assert!(!self.is_live(), "a live document with an open upload");
+                Ok(vec![DocumentEvent::DocumentRegistered {
+                    document_id: pending.document_id,
+                    tenant_id: pending.tenant_id,
+                    file_name: pending.file_name.clone(),
+                    content_type: pending.content_type.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: sha256.clone(),
+                    object_key: object_key.clone(),
+                }])
+            }
+            DocumentCommand::RejectUpload { upload_id, reason } => {
+                self.pending(*upload_id)?;
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(DomainError::invalid("reason", "must not be empty"));
+                }
+                Ok(vec![DocumentEvent::UploadRejected {
+                    upload_id: *upload_id,
+                    reason: reason.chars().take(2000).collect(),
+                }])
+            }
+            DocumentCommand::ExpireUpload { upload_id, now } => {
+                // completed, rejected or expired already: a repeat by a
+                // cleaner that raced another changes nothing
+                let Ok(pending) = self.pending(*upload_id) else {
+                    return Ok(vec![]);
+                };
+                if *now < pending.expires_at {
+                    return Err(DomainError::Conflict(format!(
+                        "upload {upload_id} of document {} does not expire until {}",
+                        pending.document_id, pending.expires_at
+                    )));
+                }
+                Ok(vec![DocumentEvent::UploadExpired { upload_id: *upload_id }])
             }
             DocumentCommand::StartProcessing {
                 worker,
@@ -417,6 +675,34 @@ impl Aggregate for Document {
             DocumentEvent::DocumentDeleted {} => {
                 self.deleted = true;
                 self.lease = None;
+            }
+            DocumentEvent::UploadRequested {
+                document_id,
+                tenant_id,
+                upload_id,
+                file_name,
+                content_type,
+                size_bytes,
+                sha256,
+                knowledge_base_id,
+                staging_key,
+                expires_at,
+            } => {
+                self.pending_upload = Some(PendingUpload {
+                    document_id: *document_id,
+                    tenant_id: *tenant_id,
+                    upload_id: *upload_id,
+                    file_name: file_name.clone(),
+                    content_type: content_type.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: sha256.clone(),
+                    knowledge_base_id: *knowledge_base_id,
+                    staging_key: staging_key.clone(),
+                    expires_at: *expires_at,
+                });
+            }
+            DocumentEvent::UploadRejected { .. } | DocumentEvent::UploadExpired { .. } => {
+                self.pending_upload = None;
             }
         }
     }

@@ -18,6 +18,23 @@ pub enum DomainError {
     NotLeaseHolder { document_id: String, worker: String },
     #[error("{0}")]
     Conflict(String),
+    /// A registration or a second upload of a document whose presigned
+    /// upload is still open (or expired and not cleaned up yet).
+    #[error("document {document_id} has an upload pending until {expires_at}")]
+    UploadPending {
+        document_id: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Completing, rejecting an upload the document does not hold open:
+    /// never requested, completed already, rejected or expired.
+    #[error("upload {upload_id} of document {document_id} is not pending")]
+    NoPendingUpload { document_id: String, upload_id: String },
+    #[error("upload {upload_id} of document {document_id} expired at {expired_at}")]
+    UploadExpired {
+        document_id: String,
+        upload_id: String,
+        expired_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl DomainError {
@@ -30,6 +47,9 @@ impl DomainError {
             DomainError::LeaseHeld { .. } => "lease_held",
             DomainError::NotLeaseHolder { .. } => "not_lease_holder",
             DomainError::Conflict(_) => "conflict",
+            DomainError::UploadPending { .. } => "upload_pending",
+            DomainError::NoPendingUpload { .. } => "no_pending_upload",
+            DomainError::UploadExpired { .. } => "upload_expired",
         }
     }
 

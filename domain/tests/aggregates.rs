@@ -2,7 +2,9 @@
 //! stored form of every event.
 
 use chrono::{DateTime, Duration, Utc};
-use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease};
+use domain::document::{
+    staging_key, ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease,
+};
 use domain::event::event_schemas;
 use domain::knowledge_base::{
     normalise_category, normalise_name, KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent,
@@ -705,6 +707,271 @@ mod document {
                 .then_error_code("not_found");
         }
     }
+
+    fn upload_id() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001)
+    }
+
+    fn declared_sha256() -> String {
+        "ef".repeat(32)
+    }
+
+    fn request_upload_as(document_id: DocumentId, file_name: &str, now: DateTime<Utc>) -> DocumentCommand {
+        DocumentCommand::RequestUpload {
+            document_id,
+            tenant_id: owner(),
+            file_name: name(file_name),
+            sealed_file_name: stand_in_sealed(file_name),
+            content_type: "application/pdf".into(),
+            size_bytes: 1234,
+            sha256: Some(declared_sha256()),
+            knowledge_base_id: Some(KnowledgeBaseId(Uuid::from_u128(9))),
+            upload_id: upload_id(),
+            now,
+            expires_at: at(60),
+        }
+    }
+
+    fn request_upload(now: DateTime<Utc>) -> DocumentCommand {
+        request_upload_as(document_id(), "report.pdf", now)
+    }
+
+    fn upload_requested() -> DocumentEvent {
+        DocumentEvent::UploadRequested {
+            document_id: document_id(),
+            tenant_id: owner(),
+            upload_id: upload_id(),
+            file_name: stand_in_sealed("report.pdf").into(),
+            content_type: "application/pdf".into(),
+            size_bytes: 1234,
+            sha256: Some(declared_sha256()),
+            knowledge_base_id: Some(KnowledgeBaseId(Uuid::from_u128(9))),
+            staging_key: format!("staging/{}/{}/{}", owner(), document_id(), upload_id()),
+            expires_at: at(60),
+        }
+    }
+
+    fn complete_upload(size_bytes: u64, sha256: &str, now: DateTime<Utc>) -> DocumentCommand {
+        DocumentCommand::CompleteUpload {
+            upload_id: upload_id(),
+            size_bytes,
+            sha256: sha256.into(),
+            object_key: format!("tenants/{}/documents/{}/final", owner(), document_id()),
+            now,
+        }
+    }
+
+    fn expire_upload(now: DateTime<Utc>) -> DocumentCommand {
+        DocumentCommand::ExpireUpload {
+            upload_id: upload_id(),
+            now,
+        }
+    }
+
+    #[test]
+    fn requesting_an_upload_opens_it_without_registering_the_document() {
+        let state = Scenario::<Document>::given_no_events()
+            .when(request_upload(at(0)))
+            .then_expect([upload_requested()]);
+        assert_eq!(state.id, None, "not a document until completed");
+        let pending = state.pending_upload.expect("the upload is pending");
+        assert_eq!(pending.staging_key, staging_key(owner(), document_id(), upload_id()));
+        assert_eq!(pending.expires_at, at(60));
+        assert_eq!(pending.size_bytes, 1234);
+    }
+
+    #[test]
+    fn an_upload_is_refused_for_a_live_document_or_beside_an_open_one() {
+        Scenario::<Document>::given([registered()])
+            .when(request_upload(at(0)))
+            .then_error_code("already_exists");
+        Scenario::<Document>::given([upload_requested()])
+            .when(request_upload(at(1)))
+            .then_error_code("upload_pending");
+        // expired but not cleaned up yet: the cleaner still has bytes to delete
+        Scenario::<Document>::given([upload_requested()])
+            .when(request_upload(at(90)))
+            .then_error_code("upload_pending");
+        // and a direct upload of the same name waits too
+        Scenario::<Document>::given([upload_requested()])
+            .when(register())
+            .then_error_code("upload_pending");
+        // a deleted document takes a new upload, like a new registration
+        Scenario::<Document>::given([registered(), deleted()])
+            .when(request_upload(at(0)))
+            .then_expect([upload_requested()]);
+    }
+
+    #[test]
+    fn an_upload_request_is_validated() {
+        Scenario::<Document>::given_no_events()
+            .when(request_upload_as(
+                DocumentId::for_file(other_tenant(), "report.pdf"),
+                "report.pdf",
+                at(0),
+            ))
+            .then_reject(is_invalid("document_id"));
+        Scenario::<Document>::given_no_events()
+            .when(request_upload(at(60)))
+            .then_reject(is_invalid("expires_at"));
+        for bad in ["EF".repeat(32), "ef".repeat(31), "zz".repeat(32)] {
+            let mut command = request_upload(at(0));
+            if let DocumentCommand::RequestUpload { sha256, .. } = &mut command {
+                *sha256 = Some(bad);
+            }
+            Scenario::<Document>::given_no_events()
+                .when(command)
+                .then_reject(is_invalid("sha256"));
+        }
+        let mut command = request_upload(at(0));
+        if let DocumentCommand::RequestUpload { content_type, .. } = &mut command {
+            *content_type = "  ".into();
+        }
+        Scenario::<Document>::given_no_events()
+            .when(command)
+            .then_reject(is_invalid("content_type"));
+    }
+
+    #[test]
+    fn completing_an_upload_registers_the_document_as_declared() {
+        let object_key = format!("tenants/{}/documents/{}/final", owner(), document_id());
+        let state = Scenario::<Document>::given([upload_requested()])
+            .when(complete_upload(1234, &declared_sha256(), at(59)))
+            .then_expect([DocumentEvent::DocumentRegistered {
+                document_id: document_id(),
+                tenant_id: owner(),
+                file_name: stand_in_sealed("report.pdf").into(),
+                content_type: "application/pdf".into(),
+                size_bytes: 1234,
+                sha256: declared_sha256(),
+                object_key: object_key.clone(),
+            }]);
+        assert_eq!(state.id, Some(document_id()));
+        assert_eq!(state.status, Some(DocumentStatus::Pending));
+        assert_eq!(state.object_key, Some(object_key));
+        assert_eq!(state.pending_upload, None);
+    }
+
+    #[test]
+    fn completing_checks_the_upload_the_time_and_the_bytes() {
+        Scenario::<Document>::given_no_events()
+            .when(complete_upload(1234, &declared_sha256(), at(0)))
+            .then_error_code("no_pending_upload");
+        let mut other_upload = complete_upload(1234, &declared_sha256(), at(0));
+        if let DocumentCommand::CompleteUpload { upload_id, .. } = &mut other_upload {
+            *upload_id = Uuid::from_u128(2);
+        }
+        Scenario::<Document>::given([upload_requested()])
+            .when(other_upload)
+            .then_error_code("no_pending_upload");
+        Scenario::<Document>::given([upload_requested()])
+            .when(complete_upload(1234, &declared_sha256(), at(60)))
+            .then_error_code("upload_expired");
+        Scenario::<Document>::given([upload_requested()])
+            .when(complete_upload(1233, &declared_sha256(), at(0)))
+            .then_reject(is_invalid("size"));
+        Scenario::<Document>::given([upload_requested()])
+            .when(complete_upload(1234, &"00".repeat(32), at(0)))
+            .then_reject(is_invalid("sha256"));
+        Scenario::<Document>::given([upload_requested()])
+            .when(complete_upload(1234, "not a digest", at(0)))
+            .then_reject(is_invalid("sha256"));
+        // without a declared checksum any digest of the right size does
+        let mut without_checksum = upload_requested();
+        if let DocumentEvent::UploadRequested { sha256, .. } = &mut without_checksum {
+            *sha256 = None;
+        }
+        let outcome =
+            Scenario::<Document>::given([without_checksum]).when(complete_upload(1234, &"00".repeat(32), at(0)));
+        assert!(
+            matches!(outcome.decision(), Ok(events) if matches!(events[..], [DocumentEvent::DocumentRegistered { .. }])),
+            "{:?}",
+            outcome.decision()
+        );
+    }
+
+    #[test]
+    fn a_completed_upload_cannot_be_completed_again() {
+        let outcome =
+            Scenario::<Document>::given([upload_requested()]).when(complete_upload(1234, &declared_sha256(), at(1)));
+        let completed = outcome.decision().clone().expect("completed")[0].clone();
+        Scenario::<Document>::given([upload_requested(), completed])
+            .when(complete_upload(1234, &declared_sha256(), at(2)))
+            .then_error_code("no_pending_upload");
+    }
+
+    #[test]
+    fn a_rejected_upload_is_over_and_the_name_free_again() {
+        let rejected = DocumentEvent::UploadRejected {
+            upload_id: upload_id(),
+            reason: "3 bytes were uploaded, 1234 declared".into(),
+        };
+        let state = Scenario::<Document>::given([upload_requested()])
+            .when(DocumentCommand::RejectUpload {
+                upload_id: upload_id(),
+                reason: "  3 bytes were uploaded, 1234 declared ".into(),
+            })
+            .then_expect([rejected.clone()]);
+        assert_eq!(state, Document::default());
+        Scenario::<Document>::given([upload_requested()])
+            .when(DocumentCommand::RejectUpload {
+                upload_id: upload_id(),
+                reason: " ".into(),
+            })
+            .then_reject(is_invalid("reason"));
+        Scenario::<Document>::given([upload_requested(), rejected.clone()])
+            .when(DocumentCommand::RejectUpload {
+                upload_id: upload_id(),
+                reason: "again".into(),
+            })
+            .then_error_code("no_pending_upload");
+        Scenario::<Document>::given([upload_requested(), rejected])
+            .when(request_upload(at(2)))
+            .then_expect([upload_requested()]);
+    }
+
+    #[test]
+    fn an_upload_expires_only_after_its_time_and_once() {
+        Scenario::<Document>::given([upload_requested()])
+            .when(expire_upload(at(59)))
+            .then_error_code("conflict");
+        let expired = DocumentEvent::UploadExpired { upload_id: upload_id() };
+        let state = Scenario::<Document>::given([upload_requested()])
+            .when(expire_upload(at(60)))
+            .then_expect([expired.clone()]);
+        assert_eq!(state.pending_upload, None);
+        Scenario::<Document>::given([upload_requested(), expired.clone()])
+            .when(expire_upload(at(61)))
+            .then_expect_no_events();
+        Scenario::<Document>::given_no_events()
+            .when(expire_upload(at(61)))
+            .then_expect_no_events();
+        // and the file name takes a new upload
+        let mut later = request_upload(at(61));
+        if let DocumentCommand::RequestUpload { expires_at, .. } = &mut later {
+            *expires_at = at(120);
+        }
+        let outcome = Scenario::<Document>::given([upload_requested(), expired]).when(later);
+        assert!(
+            matches!(outcome.decision(), Ok(events) if matches!(events[..], [DocumentEvent::UploadRequested { expires_at, .. }] if expires_at == at(120))),
+            "{:?}",
+            outcome.decision()
+        );
+    }
+
+    #[test]
+    fn a_document_with_only_an_open_upload_takes_no_processing_command() {
+        for command in [
+            start("w1", at(0)),
+            complete("w1"),
+            fail("w1", "boom"),
+            DocumentCommand::Delete,
+        ] {
+            Scenario::<Document>::given([upload_requested()])
+                .when(command)
+                .then_error_code("not_found");
+        }
+    }
 }
 
 mod knowledge_base {
@@ -1014,13 +1281,47 @@ mod stored_events {
                 attempt: u32::MAX,
             },
             DocumentEvent::DocumentDeleted {},
+            DocumentEvent::UploadRequested {
+                document_id: DocumentId::for_file(tenant_id, "résumé.pdf"),
+                tenant_id,
+                upload_id: Uuid::from_u128(3),
+                file_name: stand_in_sealed("résumé.pdf").into(),
+                content_type: "application/pdf".into(),
+                size_bytes: u64::MAX,
+                sha256: Some("ab".repeat(32)),
+                knowledge_base_id: Some(KnowledgeBaseId(Uuid::from_u128(7))),
+                staging_key: "staging/x/y/z".into(),
+                expires_at: at(60) + Duration::nanoseconds(1),
+            },
+            DocumentEvent::UploadRequested {
+                document_id: DocumentId::for_file(tenant_id, "a.txt"),
+                tenant_id,
+                upload_id: Uuid::from_u128(4),
+                file_name: stand_in_sealed("a.txt").into(),
+                content_type: "text/plain".into(),
+                size_bytes: 0,
+                sha256: None,
+                knowledge_base_id: None,
+                staging_key: "staging/x/y/w".into(),
+                expires_at: at(60),
+            },
+            DocumentEvent::UploadRejected {
+                upload_id: Uuid::from_u128(3),
+                reason: "size differs".into(),
+            },
+            DocumentEvent::UploadExpired {
+                upload_id: Uuid::from_u128(4),
+            },
         ];
-        assert_covers_every_variant(&samples, 5, |event| match event {
+        assert_covers_every_variant(&samples, 8, |event| match event {
             DocumentEvent::DocumentRegistered { .. } => 0,
             DocumentEvent::ProcessingStarted { .. } => 1,
             DocumentEvent::DocumentProcessed { .. } => 2,
             DocumentEvent::ProcessingFailed { .. } => 3,
             DocumentEvent::DocumentDeleted { .. } => 4,
+            DocumentEvent::UploadRequested { .. } => 5,
+            DocumentEvent::UploadRejected { .. } => 6,
+            DocumentEvent::UploadExpired { .. } => 7,
         });
         samples
     }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use chrono::{DateTime, Duration, Utc};
-use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName};
+use domain::document::{staging_key, ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName};
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
 use domain::testing::{round_trip, stand_in_sealed};
@@ -423,6 +423,37 @@ mod document {
             reason: &'static str,
         },
         Delete,
+        /// A presigned upload, `expires_in_minutes` from now (0: refused).
+        RequestUpload {
+            matching_id: bool,
+            size_bytes: u64,
+            declare_sha256: bool,
+            expires_in_minutes: i64,
+        },
+        /// Completes the latest requested upload (or an older one), with
+        /// its bytes as declared or not.
+        CompleteUpload {
+            upload: UploadPick,
+            after_minutes: i64,
+            size_matches: bool,
+            sha256_matches: bool,
+        },
+        RejectUpload {
+            upload: UploadPick,
+            reason: &'static str,
+        },
+        ExpireUpload {
+            upload: UploadPick,
+            after_minutes: i64,
+        },
+    }
+
+    /// Which upload a step names: the one requested last, or one before it
+    /// (the first of the sequence), which is seldom still pending.
+    #[derive(Debug, Clone, Copy)]
+    enum UploadPick {
+        Latest,
+        First,
     }
 
     const FILE: &str = "report.pdf";
@@ -442,7 +473,38 @@ mod document {
             2 => (worker, prop::sample::select(vec!["parser crashed", "  out of memory  ", "   "]))
                 .prop_map(|(worker, reason)| Step::Fail { worker, reason }),
             1 => Just(Step::Delete),
+            2 => (prop::bool::weighted(0.9), 0u64..10_000, any::<bool>(), prop::sample::select(vec![0i64, 5, 30]))
+                .prop_map(|(matching_id, size_bytes, declare_sha256, expires_in_minutes)| Step::RequestUpload {
+                    matching_id,
+                    size_bytes,
+                    declare_sha256,
+                    expires_in_minutes,
+                }),
+            2 => (upload_pick(), prop::sample::select(vec![0i64, 1, 10]), prop::bool::weighted(0.8), prop::bool::weighted(0.8))
+                .prop_map(|(upload, after_minutes, size_matches, sha256_matches)| Step::CompleteUpload {
+                    upload,
+                    after_minutes,
+                    size_matches,
+                    sha256_matches,
+                }),
+            1 => (upload_pick(), prop::sample::select(vec!["size differs", "   "]))
+                .prop_map(|(upload, reason)| Step::RejectUpload { upload, reason }),
+            1 => (upload_pick(), prop::sample::select(vec![0i64, 10, 40]))
+                .prop_map(|(upload, after_minutes)| Step::ExpireUpload { upload, after_minutes }),
         ]
+    }
+
+    fn upload_pick() -> impl Strategy<Value = UploadPick> {
+        prop_oneof![4 => Just(UploadPick::Latest), 1 => Just(UploadPick::First)]
+    }
+
+    /// What the sequence last declared for an upload: its id, size and
+    /// checksum.
+    #[derive(Clone)]
+    struct Declared {
+        upload_id: Uuid,
+        size_bytes: u64,
+        sha256: Option<String>,
     }
 
     fn plan() -> impl Strategy<Value = Plan> {
@@ -453,7 +515,18 @@ mod document {
         let file_name = FileName::parse(FILE).expect("valid file name");
         let mut clock = 0;
         let mut commands = Vec::new();
+        let mut requested: Vec<Declared> = Vec::new();
+        // an upload never requested, for the steps that come before any
+        let unrequested = Declared {
+            upload_id: Uuid::from_u128(u128::MAX),
+            size_bytes: 1,
+            sha256: None,
+        };
         for step in &plan.steps {
+            let pick = |upload: &UploadPick| match upload {
+                UploadPick::Latest => requested.last().cloned().unwrap_or(unrequested.clone()),
+                UploadPick::First => requested.first().cloned().unwrap_or(unrequested.clone()),
+            };
             commands.push(match step {
                 Step::Register {
                     matching_id,
@@ -500,6 +573,69 @@ mod document {
                     reason: (*reason).into(),
                 },
                 Step::Delete => DocumentCommand::Delete,
+                Step::RequestUpload {
+                    matching_id,
+                    size_bytes,
+                    declare_sha256,
+                    expires_in_minutes,
+                } => {
+                    let declared = Declared {
+                        // fresh per request, as the API draws them
+                        upload_id: Uuid::from_u128(requested.len() as u128 + 1),
+                        size_bytes: *size_bytes,
+                        sha256: declare_sha256.then(|| format!("{size_bytes:064x}")),
+                    };
+                    requested.push(declared.clone());
+                    DocumentCommand::RequestUpload {
+                        document_id: if *matching_id {
+                            document_id()
+                        } else {
+                            DocumentId::for_file(tenant_id(1), FILE)
+                        },
+                        tenant_id: tenant_id(0),
+                        file_name: file_name.clone(),
+                        sealed_file_name: stand_in_sealed(FILE),
+                        content_type: "application/pdf".into(),
+                        size_bytes: declared.size_bytes,
+                        sha256: declared.sha256,
+                        knowledge_base_id: None,
+                        upload_id: declared.upload_id,
+                        now: at(clock),
+                        expires_at: at(clock + expires_in_minutes),
+                    }
+                }
+                Step::CompleteUpload {
+                    upload,
+                    after_minutes,
+                    size_matches,
+                    sha256_matches,
+                } => {
+                    clock += after_minutes;
+                    let declared = pick(upload);
+                    let size_bytes = declared.size_bytes + u64::from(!size_matches);
+                    let sha256 = match (&declared.sha256, sha256_matches) {
+                        (Some(sha256), true) => sha256.clone(),
+                        _ => "ff".repeat(32),
+                    };
+                    DocumentCommand::CompleteUpload {
+                        upload_id: declared.upload_id,
+                        size_bytes,
+                        sha256,
+                        object_key: format!("tenants/{}/documents/{}/{}", tenant_id(0), document_id(), clock),
+                        now: at(clock),
+                    }
+                }
+                Step::RejectUpload { upload, reason } => DocumentCommand::RejectUpload {
+                    upload_id: pick(upload).upload_id,
+                    reason: (*reason).into(),
+                },
+                Step::ExpireUpload { upload, after_minutes } => {
+                    clock += after_minutes;
+                    DocumentCommand::ExpireUpload {
+                        upload_id: pick(upload).upload_id,
+                        now: at(clock),
+                    }
+                }
             });
         }
         commands
@@ -513,8 +649,18 @@ mod document {
         decision: &Decision<DocumentEvent>,
         after: &Document,
     ) -> TestCaseResult {
-        let registers = matches!(command, DocumentCommand::Register { .. });
-        if before.deleted && !registers {
+        // a completed upload is a registration too
+        let registers = matches!(
+            command,
+            DocumentCommand::Register { .. } | DocumentCommand::CompleteUpload { .. }
+        );
+        let handles_an_upload = matches!(
+            command,
+            DocumentCommand::RequestUpload { .. }
+                | DocumentCommand::RejectUpload { .. }
+                | DocumentCommand::ExpireUpload { .. }
+        );
+        if before.deleted && !registers && !handles_an_upload {
             coverage.record("a command to a deleted document");
             prop_assert!(
                 decision.as_ref().is_err_and(|error| error.code() == "not_found"),
@@ -530,8 +676,37 @@ mod document {
             after.attempts,
             max_attempts
         );
+        if let Some(pending) = &after.pending_upload {
+            prop_assert!(
+                after.id.is_none() || after.deleted,
+                "a live document with an open upload: {:?}",
+                after
+            );
+            prop_assert_eq!(
+                pending.document_id,
+                DocumentId::for_file(pending.tenant_id, &stand_in_plaintext(&pending.file_name))
+            );
+            prop_assert_eq!(
+                &pending.staging_key,
+                &staging_key(pending.tenant_id, pending.document_id, pending.upload_id)
+            );
+        }
+        if let (DocumentCommand::CompleteUpload { size_bytes, .. }, Ok(events)) = (command, decision) {
+            let pending = before.pending_upload.as_ref().expect("completed an open upload");
+            prop_assert_eq!(*size_bytes, pending.size_bytes, "completed with another size");
+            prop_assert!(
+                matches!(&events[..], [DocumentEvent::DocumentRegistered { sha256, .. }]
+                    if pending.sha256.as_ref().is_none_or(|declared| declared == sha256)),
+                "completed with another checksum: {:?}",
+                events
+            );
+        }
         let Some(id) = after.id else {
-            prop_assert_eq!(after, &Document::default(), "an unregistered document holds state");
+            let unregistered = Document {
+                pending_upload: after.pending_upload.clone(),
+                ..Document::default()
+            };
+            prop_assert_eq!(after, &unregistered, "an unregistered document holds state");
             return Ok(());
         };
         let (Some(tenant), Some(file_name), Some(status)) = (after.tenant_id, &after.file_name, after.status) else {
@@ -610,6 +785,21 @@ mod document {
                 "Delete accepted DocumentDeleted",
                 "Delete rejected not_found",
                 "a command to a deleted document",
+                "Register rejected upload_pending",
+                "RequestUpload accepted UploadRequested",
+                "RequestUpload rejected already_exists",
+                "RequestUpload rejected upload_pending",
+                "RequestUpload rejected invalid_input",
+                "CompleteUpload accepted DocumentRegistered",
+                "CompleteUpload rejected no_pending_upload",
+                "CompleteUpload rejected upload_expired",
+                "CompleteUpload rejected invalid_input",
+                "RejectUpload accepted UploadRejected",
+                "RejectUpload rejected no_pending_upload",
+                "RejectUpload rejected invalid_input",
+                "ExpireUpload accepted UploadExpired",
+                "ExpireUpload accepted as a no-op",
+                "ExpireUpload rejected conflict",
             ],
             |plan, coverage| {
                 run_and_replay::<Document>(&commands(&plan), coverage, |before, command, decision, after| {

@@ -31,6 +31,7 @@ on_both_backends!(
     documents_page_with_a_total,
     undecodable_events_stop_the_projection_and_roll_back_the_batch,
     api_key_scopes_reach_every_generation_old_ones_included,
+    pending_uploads_open_and_close_in_every_generation,
 );
 
 struct Harness {
@@ -162,6 +163,29 @@ fn document_registered(tenant_id: TenantId, file_name: &str) -> (DocumentId, Doc
     (document_id, event)
 }
 
+fn upload_requested(
+    tenant_id: TenantId,
+    file_name: &str,
+    upload: u128,
+    expires_at: DateTime<Utc>,
+) -> (DocumentId, DocumentEvent) {
+    let document_id = DocumentId::for_file(tenant_id, file_name);
+    let upload_id = Uuid::from_u128(upload);
+    let event = DocumentEvent::UploadRequested {
+        document_id,
+        tenant_id,
+        upload_id,
+        file_name: Protected::Plain(file_name.to_owned()),
+        content_type: "text/plain".to_owned(),
+        size_bytes: 42,
+        sha256: (upload % 2 == 0).then(|| "ab".repeat(32)),
+        knowledge_base_id: (upload % 2 == 1).then_some(KnowledgeBaseId(Uuid::from_u128(upload))),
+        staging_key: domain::document::staging_key(tenant_id, document_id, upload_id),
+        expires_at,
+    };
+    (document_id, event)
+}
+
 fn kb_created(tenant_id: TenantId, name: &str) -> (KnowledgeBaseId, KnowledgeBaseEvent) {
     let knowledge_base_id = KnowledgeBaseId(Uuid::new_v4());
     let event = KnowledgeBaseEvent::KnowledgeBaseCreated {
@@ -270,6 +294,21 @@ async fn write_history(harness: &Harness, live: bool) {
     history
         .append(&bob_kb.stream_id(), &[KnowledgeBaseEvent::KnowledgeBaseDeleted {}])
         .await;
+
+    // presigned uploads: one left open, one completed, one expired
+    let soon = expires - Duration::days(29);
+    let (open, open_requested) = upload_requested(alice, "open.txt", 1, soon);
+    let (completed, completed_requested) = upload_requested(bob, "completed.txt", 2, soon);
+    let (expired, expired_requested) = upload_requested(alice, "expired.txt", 3, soon);
+    history.append(&open.stream_id(), &[open_requested]).await;
+    history.append(&completed.stream_id(), &[completed_requested]).await;
+    history.append(&expired.stream_id(), &[expired_requested]).await;
+    let (_, completed_registered) = document_registered(bob, "completed.txt");
+    history.append(&completed.stream_id(), &[completed_registered]).await;
+    let expiry = DocumentEvent::UploadExpired {
+        upload_id: Uuid::from_u128(3),
+    };
+    history.append(&expired.stream_id(), &[expiry]).await;
 }
 
 async fn lifecycle_reaches_every_table_and_mirrors_status_onto_links(backend: Backend) {
@@ -871,4 +910,145 @@ async fn api_key_scopes_reach_every_generation_old_ones_included(backend: Backen
         harness.registry.dump().await.expect("dump").entities(),
         "the upgraded generation differs from the default tables"
     );
+}
+
+/// A pending upload is a row from its request until it is completed,
+/// rejected or expired, or its tenant is erased; the expired ones are
+/// listed for the cleaner, oldest expiry first; reads by tenant see only
+/// the tenant's. A generation made before the table existed gets it from
+/// `upgrade_generations` and ends up equal to the default tables.
+async fn pending_uploads_open_and_close_in_every_generation(backend: Backend) {
+    let harness = Harness::open(backend).await;
+    let registry = &harness.registry;
+    let (alice, alice_registered) = tenant_registered("alice@example.com", Role::User);
+    let (bob, bob_registered) = tenant_registered("bob@example.com", Role::User);
+    harness.append(&alice.stream_id(), &[alice_registered]).await;
+    harness.append(&bob.stream_id(), &[bob_registered]).await;
+    let now = Utc::now();
+    let (later, later_requested) = upload_requested(alice, "later.txt", 1, now + Duration::hours(1));
+    let (past, past_requested) = upload_requested(alice, "past.txt", 2, now - Duration::minutes(1));
+    let (older, older_requested) = upload_requested(bob, "older.txt", 3, now - Duration::minutes(5));
+    let (rejected, rejected_requested) = upload_requested(bob, "rejected.txt", 4, now + Duration::hours(1));
+    for (document, event) in [
+        (later, later_requested),
+        (past, past_requested),
+        (older, older_requested),
+        (rejected, rejected_requested),
+    ] {
+        harness.append(&document.stream_id(), &[event]).await;
+    }
+    harness.catch_up().await;
+
+    let row = registry
+        .pending_upload(alice, later)
+        .await
+        .expect("read")
+        .expect("pending");
+    assert_eq!(
+        (row.tenant_id, row.upload_id, row.size_bytes, row.sha256.as_deref()),
+        (alice, Uuid::from_u128(1), 42, None)
+    );
+    assert_eq!(row.knowledge_base_id, Some(KnowledgeBaseId(Uuid::from_u128(1))));
+    assert_eq!(
+        row.staging_key,
+        format!("staging/{alice}/{later}/{}", Uuid::from_u128(1))
+    );
+    assert!(
+        registry.pending_upload(bob, later).await.expect("read").is_none(),
+        "another tenant's upload reads as absent"
+    );
+    assert_eq!(
+        registry
+            .pending_upload_by_id(later, Uuid::from_u128(1))
+            .await
+            .expect("read")
+            .map(|row| row.tenant_id),
+        Some(alice)
+    );
+    assert!(registry
+        .pending_upload_by_id(later, Uuid::from_u128(9))
+        .await
+        .expect("read")
+        .is_none());
+    let expired: Vec<DocumentId> = registry
+        .expired_pending_uploads(now, 10)
+        .await
+        .expect("expired")
+        .into_iter()
+        .map(|row| row.document_id)
+        .collect();
+    assert_eq!(expired, vec![older, past], "the longest expired first");
+    assert_eq!(
+        registry.expired_pending_uploads(now, 1).await.expect("expired").len(),
+        1
+    );
+
+    // a generation made by a version without the table
+    let g2 = GenerationName::parse("g2").unwrap();
+    Generations::new(harness.db.clone())
+        .create("registry", &g2)
+        .await
+        .expect("generation row");
+    registry.create_generation(&g2).await.expect("generation tables");
+    let old_table = match backend {
+        Backend::Sqlite => "registry_gg2__pending_uploads",
+        Backend::Postgres => "registry_gg2.pending_uploads",
+    };
+    execute_on_one_connection(&harness.db, &[format!("DROP TABLE {old_table}")]).await;
+    for _ in 0..2 {
+        registry.upgrade_generations().await.expect("upgrade");
+    }
+
+    // each way out of pending
+    let (_, later_registered) = document_registered(alice, "later.txt");
+    harness.append(&later.stream_id(), &[later_registered]).await;
+    let expiry = DocumentEvent::UploadExpired {
+        upload_id: Uuid::from_u128(2),
+    };
+    harness.append(&past.stream_id(), &[expiry]).await;
+    let rejection = DocumentEvent::UploadRejected {
+        upload_id: Uuid::from_u128(4),
+        reason: "size differs".to_owned(),
+    };
+    harness.append(&rejected.stream_id(), &[rejection]).await;
+    harness.catch_up().await;
+    for document in [later, past] {
+        assert!(registry.pending_upload(alice, document).await.expect("read").is_none());
+    }
+    assert!(registry.pending_upload(bob, rejected).await.expect("read").is_none());
+    assert!(registry.pending_upload(bob, older).await.expect("read").is_some());
+
+    let shadow = RegistryProjection::for_generation(harness.db.clone(), g2.clone());
+    catch_up_to_head(&*harness.store, &shadow, 2)
+        .await
+        .expect("shadow catches up");
+    let in_g2 = Registry::at_generation(harness.db.clone(), g2);
+    assert_eq!(
+        in_g2.dump().await.expect("dump").entities(),
+        registry.dump().await.expect("dump").entities(),
+        "the upgraded generation differs from the default tables"
+    );
+    assert_eq!(
+        in_g2
+            .expired_pending_uploads(now, 10)
+            .await
+            .expect("expired")
+            .into_iter()
+            .map(|row| row.document_id)
+            .collect::<Vec<_>>(),
+        vec![older]
+    );
+
+    // erasing bob removes his last pending upload
+    let erased = TenantEvent::TenantErased {
+        erasure_id: Uuid::from_u128(77),
+    };
+    harness.append(&bob.stream_id(), &[erased]).await;
+    harness.catch_up().await;
+    assert!(registry.pending_upload(bob, older).await.expect("read").is_none());
+    assert!(registry
+        .expired_pending_uploads(now, 10)
+        .await
+        .expect("expired")
+        .is_empty());
 }

@@ -406,6 +406,7 @@ async fn apply_tenant(
                  (SELECT id FROM documents_registry WHERE user_id = $1)",
                 "DELETE FROM knowledge_bases WHERE user_id = $1",
                 "DELETE FROM documents_registry WHERE user_id = $1",
+                "DELETE FROM pending_uploads WHERE user_id = $1",
                 "DELETE FROM api_keys WHERE user_id = $1",
                 "DELETE FROM user_clients WHERE id = $1",
             ];
@@ -469,6 +470,51 @@ async fn apply_document(
             // a knowledge base may have linked the document before its
             // registration reached the registry
             mirror_status(transaction, document, "PENDING", at).await?;
+            // a completed presigned upload is no longer pending
+            transaction
+                .execute(
+                    "DELETE FROM pending_uploads WHERE document_id = $1",
+                    &[Param::Uuid(document.0)],
+                )
+                .await?;
+        }
+        DocumentEvent::UploadRequested {
+            document_id,
+            tenant_id,
+            upload_id,
+            size_bytes,
+            sha256,
+            knowledge_base_id,
+            staging_key,
+            expires_at,
+            ..
+        } => {
+            check_same_entity(document.0, document_id.0, "document")?;
+            transaction
+                .execute(
+                    "INSERT INTO pending_uploads (document_id, user_id, upload_id, staging_key, size_bytes, sha256, \
+                     knowledge_base_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        id,
+                        Param::Uuid(tenant_id.0),
+                        Param::Uuid(upload_id),
+                        Param::Text(staging_key),
+                        Param::Int(to_i64(size_bytes, "size_bytes")?),
+                        Param::OptText(sha256),
+                        Param::OptUuid(knowledge_base_id.map(|kb| kb.0)),
+                        Param::Time(expires_at),
+                        Param::Time(at),
+                    ],
+                )
+                .await?;
+        }
+        DocumentEvent::UploadRejected { upload_id, .. } | DocumentEvent::UploadExpired { upload_id } => {
+            transaction
+                .execute(
+                    "DELETE FROM pending_uploads WHERE document_id = $1 AND upload_id = $2",
+                    &[id, Param::Uuid(upload_id)],
+                )
+                .await?;
         }
         DocumentEvent::ProcessingStarted { attempt, .. } => {
             transaction

@@ -20,21 +20,30 @@ use crate::sql::{execute_script, Param, Row, Transaction};
 /// The registry's entity tables, the ones a generation has its own copy
 /// of; the bookkeeping tables (checkpoints, applied versions, offsets) are
 /// shared and keyed by [`Tables::projection_key`].
-pub(crate) const ENTITY_TABLES: [&str; 5] = [
+pub(crate) const ENTITY_TABLES: [&str; 6] = [
     "user_clients",
     "api_keys",
     "documents_registry",
     "knowledge_bases",
     "knowledge_base_documents",
+    "pending_uploads",
 ];
 
 const POSTGRES_DDL: &str = include_str!("../../../migrations/postgres/0002_registry.up.sql");
 const SQLITE_DDL: &str = include_str!("../../../migrations/sqlite/0002_registry.up.sql");
-/// The later migrations that change the entity tables, oldest first: the
-/// migrator applies them to the `default` tables only, so every other
-/// generation's copy gets them from [`Tables::create`].
-const POSTGRES_CHANGES: &[&str] = &[include_str!("../../../migrations/postgres/0008_api_key_scopes.up.sql")];
-const SQLITE_CHANGES: &[&str] = &[include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql")];
+/// The later migrations that change the entity tables or add new ones,
+/// oldest first: the migrator applies them to the `default` tables only,
+/// so every other generation's copy gets them from [`Tables::create`].
+/// Each statement must be idempotent: an `ADD COLUMN` (skipped when the
+/// column is there), or a `CREATE TABLE` / `CREATE INDEX` `IF NOT EXISTS`.
+const POSTGRES_CHANGES: &[&str] = &[
+    include_str!("../../../migrations/postgres/0008_api_key_scopes.up.sql"),
+    include_str!("../../../migrations/postgres/0010_pending_uploads.up.sql"),
+];
+const SQLITE_CHANGES: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql"),
+    include_str!("../../../migrations/sqlite/0010_pending_uploads.up.sql"),
+];
 /// Where the migration's shared bookkeeping tables begin: not copied.
 const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
 
@@ -124,14 +133,26 @@ impl Tables {
             }
             Database::Sqlite(_) => {
                 let tables = SQLITE_DDL.split(BOOKKEEPING_MARKER).next().unwrap_or(SQLITE_DDL);
-                // SQLite's index names are global to the file: prefix them too
-                let ddl = rewrite_words(tables, |word, preceded_by_dot| {
-                    (!preceded_by_dot && (ENTITY_TABLES.contains(&word) || word.ends_with("_idx")))
-                        .then(|| format!("{}{word}", self.prefix))
-                });
-                execute_script(db, &ddl).await
+                execute_script(db, &self.qualify_ddl(db, tables)).await
             }
         }
+    }
+
+    /// [`Tables::qualify`] for DDL: on SQLite, whose index names are
+    /// global to the file, index names (`…_idx`) are prefixed too. On
+    /// Postgres an index lives in its table's schema already.
+    fn qualify_ddl<'s>(&self, db: &Database, ddl: &'s str) -> Cow<'s, str> {
+        match db {
+            Database::Postgres(_) => self.qualify(ddl),
+            Database::Sqlite(_) => self.qualify_sqlite_ddl(ddl),
+        }
+    }
+
+    fn qualify_sqlite_ddl<'s>(&self, ddl: &'s str) -> Cow<'s, str> {
+        rewrite_words(ddl, |word, preceded_by_dot| {
+            (!preceded_by_dot && (ENTITY_TABLES.contains(&word) || word.ends_with("_idx")))
+                .then(|| format!("{}{word}", self.prefix))
+        })
     }
 
     /// Runs the statements of the later migrations against this
@@ -154,7 +175,7 @@ impl Tables {
             transaction.execute("SELECT COUNT(*) FROM sqlite_schema", &[]).await?;
         }
         for statement in changes.iter().flat_map(|script| statements(script)) {
-            let statement = self.qualify(&statement).into_owned();
+            let statement = self.qualify_ddl(db, &statement).into_owned();
             if let Some((table, column)) = added_column(&statement) {
                 let present = match db {
                     Database::Sqlite(_) => {
@@ -199,6 +220,7 @@ impl Tables {
             None => {
                 // links, documents and bases before keys, keys before tenants
                 for table in [
+                    "pending_uploads",
                     "knowledge_base_documents",
                     "knowledge_bases",
                     "documents_registry",
@@ -395,49 +417,58 @@ mod tests {
         assert_eq!(prefixed("x").projection_key(), "registry@g2");
     }
 
+    /// What a statement of a later migration does, for the tests: the
+    /// column it adds, or the entity table it creates or indexes.
+    fn change_of(statement: &str) -> Option<(&str, String)> {
+        if let Some((table, column)) = added_column(statement) {
+            return Some((table, format!("add column {column}")));
+        }
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
+        match upper.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["CREATE", "TABLE", "IF", "NOT", "EXISTS", ..] => Some((words[5], "create table".to_owned())),
+            ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, "ON", ..] => {
+                Some((words[7], format!("create index {}", words[5])))
+            }
+            _ => None,
+        }
+    }
+
     #[test]
-    fn later_changes_split_into_statements_that_touch_entity_tables_only() {
-        let sqlite: Vec<String> = SQLITE_CHANGES.iter().flat_map(|script| statements(script)).collect();
-        assert_eq!(
-            sqlite
+    fn later_changes_split_into_idempotent_statements_on_entity_tables_only() {
+        let expected = vec![
+            ("api_keys", "add column read_only".to_owned()),
+            ("api_keys", "add column knowledge_base_ids".to_owned()),
+            ("pending_uploads", "create table".to_owned()),
+            (
+                "pending_uploads",
+                "create index pending_uploads_expires_at_idx".to_owned(),
+            ),
+            ("pending_uploads", "create index pending_uploads_user_id_idx".to_owned()),
+        ];
+        for changes in [SQLITE_CHANGES, POSTGRES_CHANGES] {
+            let statements: Vec<String> = changes.iter().flat_map(|script| statements(script)).collect();
+            let found: Vec<(&str, String)> = statements
                 .iter()
-                .map(|statement| added_column(statement))
-                .collect::<Vec<_>>(),
-            vec![
-                Some(("api_keys", "read_only")),
-                Some(("api_keys", "knowledge_base_ids"))
-            ],
-            "{sqlite:#?}"
-        );
-        let postgres: Vec<String> = POSTGRES_CHANGES.iter().flat_map(|script| statements(script)).collect();
-        assert_eq!(
-            postgres
-                .iter()
-                .map(|statement| added_column(statement))
-                .collect::<Vec<_>>(),
-            vec![
-                Some(("api_keys", "read_only")),
-                Some(("api_keys", "knowledge_base_ids"))
-            ],
-            "{postgres:#?}"
-        );
+                .map(|statement| {
+                    change_of(statement).unwrap_or_else(|| {
+                        panic!("not an idempotent change: make it so on both backends, then here: {statement}")
+                    })
+                })
+                .collect();
+            assert_eq!(found, expected, "{statements:#?}");
+            for statement in &statements {
+                let (table, _) = change_of(statement).unwrap();
+                assert!(ENTITY_TABLES.contains(&table), "{statement}");
+                assert!(!statement.contains("--"), "a comment survived: {statement}");
+            }
+        }
         assert_eq!(added_column("ALTER TABLE t ADD COLUMN"), None);
         assert_eq!(added_column("ALTER TABLE t DROP COLUMN c"), None);
         assert_eq!(
             added_column("alter table t add column if not exists c INT"),
             Some(("t", "c"))
         );
-        for statement in POSTGRES_CHANGES
-            .iter()
-            .chain(SQLITE_CHANGES)
-            .flat_map(|script| statements(script))
-        {
-            let (table, _) = added_column(&statement).unwrap_or_else(|| {
-                panic!("not an ADD COLUMN: make it idempotent on sqlite too, then here: {statement}")
-            });
-            assert!(ENTITY_TABLES.contains(&table), "{statement}");
-            assert!(!statement.contains("--"), "a comment survived: {statement}");
-        }
         let qualified = prefixed("registry_gg2.")
             .qualify(&statements(POSTGRES_CHANGES[0])[0])
             .into_owned();
@@ -448,14 +479,36 @@ mod tests {
     }
 
     #[test]
-    fn the_copied_ddl_holds_every_entity_table_and_no_bookkeeping() {
-        for ddl in [POSTGRES_DDL, SQLITE_DDL] {
+    fn sqlite_generations_prefix_the_index_names_of_later_changes() {
+        let tables = prefixed("registry_gg2__");
+        let index = statements(SQLITE_CHANGES[1])
+            .into_iter()
+            .find(|statement| statement.contains("expires_at_idx"))
+            .expect("the expiry index");
+        let qualified = tables.qualify_sqlite_ddl(&index);
+        assert_eq!(
+            qualified,
+            "CREATE INDEX IF NOT EXISTS registry_gg2__pending_uploads_expires_at_idx ON \
+             registry_gg2__pending_uploads (expires_at)"
+        );
+    }
+
+    #[test]
+    fn the_copied_ddl_and_later_changes_create_every_entity_table_and_no_bookkeeping() {
+        for (ddl, changes) in [(POSTGRES_DDL, POSTGRES_CHANGES), (SQLITE_DDL, SQLITE_CHANGES)] {
             let tables = ddl.split(BOOKKEEPING_MARKER).next().unwrap();
             assert!(ddl.contains(BOOKKEEPING_MARKER), "the marker moved");
             for table in ENTITY_TABLES {
+                let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
                 assert!(
-                    tables.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
+                    tables.contains(&create) || changes.iter().any(|change| change.contains(&create)),
                     "{table} missing"
+                );
+            }
+            for change in changes {
+                assert!(
+                    !change.contains(BOOKKEEPING_MARKER),
+                    "a later change creates bookkeeping"
                 );
             }
         }

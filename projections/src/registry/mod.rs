@@ -1,6 +1,7 @@
-//! The registry: the relational read model of tenants, API keys, documents
-//! and knowledge bases (the tables of `migrations/*/0002_registry.up.sql`,
-//! with the API key scope columns of `0008_api_key_scopes`).
+//! The registry: the relational read model of tenants, API keys, documents,
+//! knowledge bases and pending presigned uploads (the tables of
+//! `migrations/*/0002_registry.up.sql`, with the API key scope columns of
+//! `0008_api_key_scopes` and the `pending_uploads` of `0010`).
 //!
 //! [`RegistryProjection`] writes it from the log; [`Registry`] reads it.
 //! Every timestamp written is the `recorded_at` of the event that wrote it,
@@ -106,6 +107,22 @@ pub struct DocumentRow {
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A presigned upload waiting for its completion (`pending_uploads`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingUploadRow {
+    pub document_id: DocumentId,
+    pub tenant_id: TenantId,
+    pub upload_id: Uuid,
+    /// In the raw object store.
+    pub staging_key: String,
+    pub size_bytes: i64,
+    /// The declared SHA-256, hex, when one was given.
+    pub sha256: Option<String>,
+    pub knowledge_base_id: Option<KnowledgeBaseId>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

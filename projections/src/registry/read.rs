@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use domain::tenant::ApiKeyScopes;
 use domain::{ApiKeyId, DocumentId, KnowledgeBaseId, StreamId, TenantId};
+use uuid::Uuid;
 
 use super::generation::Writer;
 use super::{
-    ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, Registry, RegistryDump,
-    RegistryError, RowReader, UserRow,
+    ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, PendingUploadRow,
+    Registry, RegistryDump, RegistryError, RowReader, UserRow,
 };
 use crate::sql::{Param, Row};
 
@@ -28,6 +30,9 @@ const KNOWLEDGE_BASE_COLUMNS: &str = "SELECT kb.id, kb.user_id, kb.name, kb.cate
 
 const DOCUMENT_COLUMNS: &str = "SELECT id, user_id, file_name, content_type, size_bytes, sha256, object_key, \
      op_status::text AS op_status, error, chunk_count, attempts, created_at, updated_at FROM documents_registry";
+
+const PENDING_UPLOAD_COLUMNS: &str = "SELECT document_id, user_id, upload_id, staging_key, size_bytes, sha256, \
+     knowledge_base_id, expires_at, created_at FROM pending_uploads";
 
 /// Ids per `IN (…)` list: far below SQLite's bound on parameters.
 const IDS_PER_QUERY: usize = 500;
@@ -271,6 +276,54 @@ impl Registry {
             .collect()
     }
 
+    /// The tenant's pending upload of `document`; `None` when there is
+    /// none or it is another tenant's.
+    pub async fn pending_upload(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+    ) -> Result<Option<PendingUploadRow>, RegistryError> {
+        let sql = format!("{PENDING_UPLOAD_COLUMNS} WHERE document_id = $1 AND user_id = $2");
+        self.fetch_optional(&sql, &[Param::Uuid(document.0), Param::Uuid(tenant.0)])
+            .await
+            .map_err(failed(|| {
+                format!("read of the pending upload of document {document} of tenant {tenant}")
+            }))?
+            .map(|row| pending_upload_row(&row))
+            .transpose()
+    }
+
+    /// Pending upload `upload_id` of `document`, whoever's it is: for the
+    /// upload URL the API signs itself, whose signature is the credential.
+    pub async fn pending_upload_by_id(
+        &self,
+        document: DocumentId,
+        upload_id: Uuid,
+    ) -> Result<Option<PendingUploadRow>, RegistryError> {
+        let sql = format!("{PENDING_UPLOAD_COLUMNS} WHERE document_id = $1 AND upload_id = $2");
+        self.fetch_optional(&sql, &[Param::Uuid(document.0), Param::Uuid(upload_id)])
+            .await
+            .map_err(failed(|| format!("read of upload {upload_id} of document {document}")))?
+            .map(|row| pending_upload_row(&row))
+            .transpose()
+    }
+
+    /// Pending uploads of every tenant that expired before `now`, the
+    /// longest expired first: what the upload cleaner ends.
+    pub async fn expired_pending_uploads(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<PendingUploadRow>, RegistryError> {
+        let sql = format!("{PENDING_UPLOAD_COLUMNS} WHERE expires_at <= $1 ORDER BY expires_at, document_id LIMIT $2");
+        self.fetch_all(&sql, &[Param::Time(now), Param::Int(limit.max(0))])
+            .await
+            .map_err(failed(|| "list of expired pending uploads".to_owned()))?
+            .iter()
+            .map(pending_upload_row)
+            .collect()
+    }
+
     /// Empties the registry and forgets the projection's checkpoint and
     /// applied versions in one transaction, so that the projection rebuilds
     /// it from the start of the log. A runner already running keeps its
@@ -281,6 +334,7 @@ impl Registry {
         let key = writer.tables.projection_key();
         // keys before tenants: api_keys references user_clients
         for table in [
+            "pending_uploads",
             "knowledge_base_documents",
             "knowledge_bases",
             "documents_registry",
@@ -410,6 +464,23 @@ fn document_row(row: &Row) -> Result<DocumentRow, RegistryError> {
     })
 }
 
+fn pending_upload_row(row: &Row) -> Result<PendingUploadRow, RegistryError> {
+    let reader = RowReader::new(row, "pending_uploads");
+    let document_id = DocumentId(reader.uuid("document_id")?);
+    let reader = reader.keyed(document_id);
+    Ok(PendingUploadRow {
+        document_id,
+        tenant_id: TenantId(reader.uuid("user_id")?),
+        upload_id: reader.uuid("upload_id")?,
+        staging_key: reader.text("staging_key")?,
+        size_bytes: reader.int("size_bytes")?,
+        sha256: reader.opt_text("sha256")?,
+        knowledge_base_id: reader.opt_uuid("knowledge_base_id")?.map(KnowledgeBaseId),
+        expires_at: reader.time("expires_at")?,
+        created_at: reader.time("created_at")?,
+    })
+}
+
 /// How a dumped column is stored, hence decoded.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -508,6 +579,22 @@ const DUMPED_TABLES: &[DumpSpec] = &[
         ],
         filter: None,
         order_by: "knowledge_base_id, document_id",
+    },
+    DumpSpec {
+        table: "pending_uploads",
+        columns: &[
+            ("document_id", Kind::Uuid),
+            ("user_id", Kind::Uuid),
+            ("upload_id", Kind::Uuid),
+            ("staging_key", Kind::Text),
+            ("size_bytes", Kind::Int),
+            ("sha256", Kind::Text),
+            ("knowledge_base_id", Kind::Uuid),
+            ("expires_at", Kind::Time),
+            ("created_at", Kind::Time),
+        ],
+        filter: None,
+        order_by: "document_id",
     },
     DumpSpec {
         table: "projection_checkpoints",

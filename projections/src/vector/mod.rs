@@ -520,7 +520,10 @@ impl VectorProjection {
             }
             DocumentEvent::DocumentRegistered { .. }
             | DocumentEvent::ProcessingStarted { .. }
-            | DocumentEvent::ProcessingFailed { .. } => {}
+            | DocumentEvent::ProcessingFailed { .. }
+            | DocumentEvent::UploadRequested { .. }
+            | DocumentEvent::UploadRejected { .. }
+            | DocumentEvent::UploadExpired { .. } => {}
         }
         Ok(())
     }
