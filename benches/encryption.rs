@@ -26,7 +26,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::crypto::stream::{decrypt_bytes, decrypt_stream, encrypt_bytes, encrypt_stream, read_header, DEFAULT_CHUNK_SIZE};
+use actors::crypto::stream::{
+    decrypt_bytes, decrypt_stream, encrypt_bytes, encrypt_stream, read_header, DEFAULT_CHUNK_SIZE,
+};
 use actors::crypto::DataKey;
 use actors::objects::ByteStream;
 use anyhow::{bail, Context};
@@ -117,7 +119,10 @@ async fn throughput(megabytes: usize, repeats: usize) -> anyhow::Result<()> {
         let written = drain(encrypt_stream(&key, DEFAULT_CHUNK_SIZE, pieces(&plain_bytes))).await?;
         encrypt_stream_best = encrypt_stream_best.min(started.elapsed());
         if written != sealed_bytes.len() {
-            bail!("streamed ciphertext has {written} bytes, the in-memory form {}", sealed_bytes.len());
+            bail!(
+                "streamed ciphertext has {written} bytes, the in-memory form {}",
+                sealed_bytes.len()
+            );
         }
         let started = Instant::now();
         let (header, rest) = read_header(pieces(&sealed_bytes)).await?;

@@ -15,6 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use poem::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -58,6 +59,31 @@ pub struct BodyLimitEndpoint<E> {
     json_body_bytes: usize,
 }
 
+/// The most of a refused body read and dropped after the refusal, and for
+/// how long at most.
+const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and drops a little more of a refused body in the background, so
+/// that the connection is not closed on bytes still arriving: the kernel
+/// would answer them with a reset, which can destroy the refusal before the
+/// client has read it (a lingering close, bounded in bytes and time).
+fn linger(mut body: actors::objects::ByteStream) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut drained = 0usize;
+        while drained < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(Ok(chunk))) => drained += chunk.len(),
+                _ => return,
+            }
+        }
+    });
+}
+
 /// Whether the request declares a multipart form, the one body that may
 /// carry a file.
 fn is_multipart(request: &Request) -> bool {
@@ -69,11 +95,18 @@ fn is_multipart(request: &Request) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("multipart/form-data"))
 }
 
+/// Whether the request puts the bytes of a presigned upload to the API's
+/// own upload URL: a raw body of up to an upload's size, whatever its
+/// declared type (the route bounds it by the declared size).
+fn is_raw_upload(request: &Request) -> bool {
+    request.method() == poem::http::Method::PUT && request.uri().path().starts_with("/v1/uploads/")
+}
+
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut request: Request) -> poem::Result<Response> {
-        let max_bytes = if is_multipart(&request) {
+        let max_bytes = if is_multipart(&request) || is_raw_upload(&request) {
             self.upload_body_bytes
         } else {
             self.json_body_bytes
@@ -86,23 +119,33 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
         let cut = Arc::new(AtomicBool::new(false));
         match declared {
             Some(length) if length > max_bytes as u64 => {
+                linger(request.take_body().into_bytes_stream().boxed());
                 return Err(ApiError::BodyTooLarge { limit: max_bytes }.into());
             }
             // the server reads no more than the declared length
             Some(_) => {}
             None => {
                 let cut = cut.clone();
-                let mut seen = 0usize;
-                let stream = request.take_body().into_bytes_stream().map(move |chunk| {
-                    let chunk = chunk?;
-                    seen = seen.saturating_add(chunk.len());
-                    if seen > max_bytes {
-                        cut.store(true, Ordering::Relaxed);
-                        return Err(std::io::Error::other(format!(
-                            "request body is larger than the limit of {max_bytes} bytes"
-                        )));
+                let body = request.take_body().into_bytes_stream().boxed();
+                let stream = futures::stream::unfold(Some((body, 0usize)), move |state| {
+                    let cut = cut.clone();
+                    async move {
+                        let (mut body, seen) = state?;
+                        let chunk = match body.next().await? {
+                            Ok(chunk) => chunk,
+                            Err(error) => return Some((Err(error), None)),
+                        };
+                        let seen = seen.saturating_add(chunk.len());
+                        if seen > max_bytes {
+                            cut.store(true, Ordering::Relaxed);
+                            linger(body);
+                            let error = std::io::Error::other(format!(
+                                "request body is larger than the limit of {max_bytes} bytes"
+                            ));
+                            return Some((Err(error), None));
+                        }
+                        Some((Ok(chunk), Some((body, seen))))
                     }
-                    Ok(chunk)
                 });
                 request.set_body(Body::from_bytes_stream(stream));
             }
