@@ -30,6 +30,7 @@ use crate::auth::KeyHasher;
 use crate::config::Config;
 use crate::pipeline::{Embedder, HashingEmbedder};
 use crate::processor::{Processor, ProcessorHandle, ProcessorOptions, WorkSource};
+use crate::upload_cleaner::{UploadCleaner, UploadCleanerHandle};
 
 /// Which roles this process plays. All three by default, in one process;
 /// with Postgres (and Kafka) they scale out as processes of their own.
@@ -102,6 +103,8 @@ pub struct App {
     pub embedder: Arc<dyn Embedder>,
     pub key_hasher: KeyHasher,
     processor: Option<ProcessorHandle>,
+    /// Ends presigned uploads past their expiry; on project nodes.
+    pub upload_cleaner: Option<UploadCleanerHandle>,
     /// Drains the outbox into Kafka, when Kafka is configured.
     pub relay: Option<RelayHandle>,
 }
@@ -298,6 +301,15 @@ impl App {
         } else {
             None
         };
+        let upload_cleaner = roles.project.then(|| {
+            UploadCleaner::new(
+                registry.clone(),
+                actors.documents.clone(),
+                raw_objects.clone(),
+                crate::upload_cleaner::GRACE,
+            )
+            .spawn(Duration::from_secs(config.upload_cleanup_interval_secs))
+        });
         tracing::info!(%roles, "roles started");
 
         Ok(Arc::new(App {
@@ -320,6 +332,7 @@ impl App {
             embedder,
             key_hasher,
             processor,
+            upload_cleaner,
             relay,
         }))
     }
@@ -335,6 +348,9 @@ impl App {
     pub async fn shutdown(&self) {
         if let Some(processor) = &self.processor {
             processor.shutdown().await;
+        }
+        if let Some(cleaner) = &self.upload_cleaner {
+            cleaner.shutdown().await;
         }
         if let Some(relay) = &self.relay {
             relay.shutdown().await;

@@ -47,6 +47,20 @@ impl KeyHasher {
         computed.as_bytes().ct_eq(stored_hash.as_bytes()).into()
     }
 
+    /// The signature of an upload URL the API hands out itself (for an
+    /// object store that cannot presign). The message cannot be mistaken
+    /// for an API key secret, which is hex alone.
+    pub fn sign_upload(&self, document: &str, upload: &str, expires_unix: i64) -> String {
+        self.hash(&format!(
+            "neurostash presigned upload v1\n{document}\n{upload}\n{expires_unix}"
+        ))
+    }
+
+    pub fn verify_upload(&self, document: &str, upload: &str, expires_unix: i64, signature: &str) -> bool {
+        let expected = self.sign_upload(document, upload, expires_unix);
+        expected.as_bytes().ct_eq(signature.as_bytes()).into()
+    }
+
     pub fn mint(&self) -> MintedKey {
         let mut rng = rand::thread_rng();
         let mut id = [0u8; 6];

@@ -39,6 +39,15 @@ pub struct Config {
     /// upload bound, so a route that parses its body whole never holds an
     /// upload's worth of it.
     pub max_json_body_bytes: usize,
+    /// How long a presigned upload stays open: its URL is valid that long,
+    /// and the upload is cleaned up once it has passed uncompleted.
+    pub upload_url_ttl_secs: u64,
+    /// How often expired presigned uploads are looked for and cleaned up.
+    pub upload_cleanup_interval_secs: u64,
+    /// The address clients reach this API at (`https://stash.example.com`),
+    /// for the upload URLs it signs itself when the object store cannot
+    /// (the local directory). Unset, the request's `Host` is used.
+    pub public_url: Option<String>,
     /// Failed authentications from one address within
     /// `auth_failure_window_secs` after which the address is refused (429)
     /// until that window closes.
@@ -109,6 +118,9 @@ impl Default for Config {
             read_your_writes_timeout_ms: 5_000,
             max_upload_bytes: 25 * 1024 * 1024,
             max_json_body_bytes: 64 * 1024,
+            upload_url_ttl_secs: 15 * 60,
+            upload_cleanup_interval_secs: 60,
+            public_url: None,
             auth_failure_limit: 20,
             auth_failure_window_secs: 60,
             auth_failure_sources: 10_000,
@@ -246,6 +258,23 @@ impl Config {
                 "NEUROSTASH_MAX_JSON_BODY_BYTES",
                 &format!("must be between {MIN_JSON_BODY_BYTES} and {MAX_JSON_BODY_BYTES}"),
             );
+        }
+        // S3 signs a presigned URL for at most 7 days
+        if !(60..=7 * 24 * 3600).contains(&self.upload_url_ttl_secs) {
+            return invalid("NEUROSTASH_UPLOAD_URL_TTL_SECS", "must be between 60 and 604800");
+        }
+        if !(1..=86_400).contains(&self.upload_cleanup_interval_secs) {
+            return invalid("NEUROSTASH_UPLOAD_CLEANUP_INTERVAL_SECS", "must be between 1 and 86400");
+        }
+        if let Some(url) = &self.public_url {
+            let url = url.trim_end_matches('/');
+            let valid = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
+            if !valid {
+                return invalid("NEUROSTASH_PUBLIC_URL", "must be an http:// or https:// address");
+            }
         }
         if self.auth_failure_limit == 0 {
             return invalid("NEUROSTASH_AUTH_FAILURE_LIMIT", "must be positive");

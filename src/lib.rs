@@ -11,3 +11,4 @@ pub mod config;
 pub mod pipeline;
 pub mod processor;
 pub mod replay;
+pub mod upload_cleaner;

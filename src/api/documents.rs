@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use actors::objects::{ObjectStore, ObjectStoreError};
+use actors::objects::{ByteStream, ObjectStore, ObjectStoreError};
 use chrono::{DateTime, Utc};
 use domain::document::{DocumentCommand, FileName};
 use domain::{DocumentId, KnowledgeBaseId, Sealed};
@@ -103,10 +103,46 @@ const UPLOAD_READ_BYTES: usize = 64 * 1024;
 
 /// What a file's bytes came to on their way into the store.
 #[derive(Default)]
-struct Tally {
-    hasher: Sha256,
-    bytes: u64,
-    over_limit: bool,
+pub(super) struct Tally {
+    pub(super) hasher: Sha256,
+    pub(super) bytes: u64,
+    /// The body went past the limit and was cut off there.
+    pub(super) over_limit: bool,
+}
+
+/// The tally of a body being read, shared with the stream that counts it.
+#[derive(Clone, Default)]
+pub(super) struct SharedTally(Arc<Mutex<Tally>>);
+
+impl SharedTally {
+    /// What was counted so far; the stream is done with it.
+    pub(super) fn take(&self) -> Tally {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// `body`, hashed and counted as it passes; past `limit` bytes it fails, so
+/// a store it flows into keeps nothing.
+pub(super) fn tallied(body: ByteStream, limit: u64) -> (ByteStream, SharedTally) {
+    let tally = SharedTally::default();
+    let counted = {
+        let tally = tally.clone();
+        body.map(move |piece| {
+            let piece = piece?;
+            let mut tally = tally.0.lock().unwrap_or_else(PoisonError::into_inner);
+            tally.bytes += piece.len() as u64;
+            if tally.bytes > limit {
+                tally.over_limit = true;
+                return Err(std::io::Error::other(format!(
+                    "the body is larger than the limit of {limit} bytes"
+                )));
+            }
+            tally.hasher.update(&piece);
+            Ok(piece)
+        })
+        .boxed()
+    };
+    (counted, tally)
 }
 
 /// A file whose bytes are stored and that no event names yet.
@@ -126,18 +162,25 @@ struct StoredFile {
 /// so a refused or abandoned upload leaves no bytes behind. It is claimed
 /// before the command that names it is sent, since the actor carries out a
 /// command whose sender is gone.
-struct UnclaimedObject {
+pub(super) struct UnclaimedObject {
     objects: Arc<dyn ObjectStore>,
     key: Option<String>,
 }
 
 impl UnclaimedObject {
+    pub(super) fn new(objects: Arc<dyn ObjectStore>, key: String) -> UnclaimedObject {
+        UnclaimedObject {
+            objects,
+            key: Some(key),
+        }
+    }
+
     /// The key, now the caller's to name in an event (or remove).
-    fn claim(mut self) -> String {
+    pub(super) fn claim(mut self) -> String {
         self.key.take().expect("an unclaimed object has its key")
     }
 
-    async fn discard(mut self) {
+    pub(super) async fn discard(mut self) {
         if let Some(key) = self.key.take() {
             remove_object(self.objects.as_ref(), &key).await;
         }
@@ -154,7 +197,7 @@ impl Drop for UnclaimedObject {
     }
 }
 
-async fn remove_object(objects: &dyn ObjectStore, object_key: &str) {
+pub(super) async fn remove_object(objects: &dyn ObjectStore, object_key: &str) {
     if let Err(error) = objects.delete(object_key).await {
         tracing::warn!(%object_key, %error, "could not remove bytes of a refused upload");
     }
@@ -188,7 +231,11 @@ async fn read_text_field(field: Field, name: &str) -> Result<String, ApiError> {
 
 /// The knowledge base an upload names, if it names one: the caller's own
 /// and one its key reaches, else 404 as another tenant's would be.
-async fn upload_knowledge_base(app: &App, caller: &Caller, raw: &str) -> Result<Option<KnowledgeBaseId>, ApiError> {
+pub(super) async fn upload_knowledge_base(
+    app: &App,
+    caller: &Caller,
+    raw: &str,
+) -> Result<Option<KnowledgeBaseId>, ApiError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);
@@ -208,14 +255,11 @@ async fn upload_knowledge_base(app: &App, caller: &Caller, raw: &str) -> Result<
     Ok(Some(kb.id))
 }
 
-/// Checks the file's name and type from its part headers, then streams its
-/// bytes into the object store (which encrypts them), hashing and counting
-/// them on the way. Past `max_upload_bytes` the stream fails, so the store
-/// keeps nothing, and the upload is refused with 413.
-async fn store_file(app: &App, caller: &Caller, field: Field) -> Result<StoredFile, ApiError> {
-    let raw_name = field
-        .file_name()
-        .ok_or_else(|| ApiError::invalid_file_name("field file has no file name"))?;
+/// A file a new document may be made of, by its name and declared content
+/// type: a safe name (400 otherwise), an extension the pipeline extracts and
+/// a content type that extension allows (415 otherwise). Gives the name and
+/// the content type to record.
+pub(super) fn accepted_file(raw_name: &str, declared: Option<&str>) -> Result<(FileName, &'static str), ApiError> {
     let file_name = FileName::parse(raw_name).map_err(ApiError::invalid_file_name)?;
     let extension = file_name.extension().unwrap_or_default();
     if !is_supported(&extension) {
@@ -228,8 +272,20 @@ async fn store_file(app: &App, caller: &Caller, field: Field) -> Result<StoredFi
             SUPPORTED_EXTENSIONS.join(", ")
         )));
     }
-    let content_type = resolve_content_type(&extension, field.content_type())
+    let content_type = resolve_content_type(&extension, declared)
         .map_err(|mismatch| ApiError::ContentTypeMismatch(mismatch.to_string()))?;
+    Ok((file_name, content_type))
+}
+
+/// Checks the file's name and type from its part headers, then streams its
+/// bytes into the object store (which encrypts them), hashing and counting
+/// them on the way. Past `max_upload_bytes` the stream fails, so the store
+/// keeps nothing, and the upload is refused with 413.
+async fn store_file(app: &App, caller: &Caller, field: Field) -> Result<StoredFile, ApiError> {
+    let raw_name = field
+        .file_name()
+        .ok_or_else(|| ApiError::invalid_file_name("field file has no file name"))?;
+    let (file_name, content_type) = accepted_file(raw_name, field.content_type())?;
     let document_id = DocumentId::for_file(caller.tenant_id, file_name.as_str());
     let sealed_file_name = app
         .vault
@@ -245,27 +301,10 @@ async fn store_file(app: &App, caller: &Caller, field: Field) -> Result<StoredFi
         Uuid::now_v7()
     );
     let limit = app.config.max_upload_bytes;
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let body = {
-        let tally = tally.clone();
-        tokio_util::io::ReaderStream::with_capacity(field.into_async_read(), UPLOAD_READ_BYTES)
-            .map(move |piece| {
-                let piece = piece?;
-                let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-                tally.bytes += piece.len() as u64;
-                if tally.bytes > limit as u64 {
-                    tally.over_limit = true;
-                    return Err(std::io::Error::other(format!(
-                        "upload is larger than the limit of {limit} bytes"
-                    )));
-                }
-                tally.hasher.update(&piece);
-                Ok(piece)
-            })
-            .boxed()
-    };
+    let reader = tokio_util::io::ReaderStream::with_capacity(field.into_async_read(), UPLOAD_READ_BYTES).boxed();
+    let (body, tally) = tallied(reader, limit as u64);
     let stored = app.objects.put_stream(&object_key, body).await;
-    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+    let tally = tally.take();
     match stored {
         Ok(size_bytes) => {
             debug_assert_eq!(size_bytes, tally.bytes, "the store took every byte read");
@@ -276,10 +315,7 @@ async fn store_file(app: &App, caller: &Caller, field: Field) -> Result<StoredFi
                 content_type,
                 size_bytes,
                 sha256: hex::encode(tally.hasher.finalize()),
-                object: UnclaimedObject {
-                    objects: app.objects.clone(),
-                    key: Some(object_key),
-                },
+                object: UnclaimedObject::new(app.objects.clone(), object_key),
             })
         }
         // the store kept nothing of a body that failed
@@ -340,13 +376,13 @@ async fn receive_upload(
 }
 
 #[derive(Object)]
-struct Accepted {
-    id: Uuid,
-    status: String,
+pub(super) struct Accepted {
+    pub(super) id: Uuid,
+    pub(super) status: String,
 }
 
 #[derive(ApiResponse)]
-enum UploadResponse {
+pub(super) enum UploadResponse {
     #[oai(status = 202)]
     Accepted(Json<Accepted>),
 }

@@ -32,6 +32,9 @@ pub enum ApiError {
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Something that was there and is not anymore (an expired upload).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     #[error("upload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// A request body past the bound of its kind (see `body_limit`).
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) | ApiError::ContentTypeMismatch(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -125,9 +129,10 @@ impl ApiError {
             ApiError::ReadOnlyKey { .. } => "read_only_key",
             ApiError::KnowledgeBaseScopedKey { .. } => "knowledge_base_scoped_key",
             ApiError::TooManyFailedAuthentications { .. } => "too_many_failed_authentications",
-            ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
-                code
-            }
+            ApiError::BadRequest { code, .. }
+            | ApiError::Invalid { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Gone { code, .. } => code,
             ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_file_type",
             ApiError::ContentTypeMismatch(_) => "unsupported_content_type",
@@ -188,6 +193,8 @@ impl From<CommandError> for ApiError {
                 match code {
                     "not_found" => ApiError::NotFound(message),
                     "invalid_input" => ApiError::Invalid { code, message },
+                    "upload_expired" => ApiError::Gone { code, message },
+                    "no_pending_upload" => ApiError::NotFound(message),
                     _ => ApiError::Conflict { code, message },
                 }
             }

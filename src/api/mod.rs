@@ -11,6 +11,7 @@ pub mod error;
 pub mod failed_auth;
 mod knowledge_bases;
 mod schemas;
+mod uploads;
 pub mod users;
 
 use std::sync::Arc;
@@ -206,6 +207,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             users::UsersApi,
             knowledge_bases::KnowledgeBasesApi,
             documents::DocumentsApi,
+            uploads::UploadsApi,
             schemas::SchemasApi,
             audit::AuditApi,
             erasures::ErasuresApi,
@@ -225,6 +227,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
         .at("/health", get(health))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at("/v1/uploads/:document/:upload", poem::put(uploads::put_upload))
         .nest("/", api.with(failed_auth))
         .with(body_limit::BodyLimit::new(upload_body, app.config.max_json_body_bytes))
         .with(Tracing)
