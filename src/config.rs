@@ -58,6 +58,10 @@ pub struct Config {
     pub processing_workers: usize,
     pub processing_lease_secs: u64,
     pub processing_max_attempts: u32,
+    /// The wait after a failed attempt, doubled after each next one, up to
+    /// `processing_retry_max_secs`.
+    pub processing_retry_base_ms: u64,
+    pub processing_retry_max_secs: u64,
     pub chunk_max_words: usize,
     pub chunk_overlap_words: usize,
     pub embedding_dimensions: usize,
@@ -127,6 +131,8 @@ impl Default for Config {
             processing_workers: 2,
             processing_lease_secs: 120,
             processing_max_attempts: 3,
+            processing_retry_base_ms: 2_000,
+            processing_retry_max_secs: 300,
             chunk_max_words: 120,
             chunk_overlap_words: 20,
             embedding_dimensions: 384,
@@ -246,6 +252,12 @@ impl Config {
                 "NEUROSTASH_PROCESSING_WORKERS",
                 "workers and max attempts must be positive",
             );
+        }
+        if !(1..=3_600_000).contains(&self.processing_retry_base_ms) {
+            return invalid("NEUROSTASH_PROCESSING_RETRY_BASE_MS", "must be between 1 and 3600000");
+        }
+        if !(1..=86_400).contains(&self.processing_retry_max_secs) {
+            return invalid("NEUROSTASH_PROCESSING_RETRY_MAX_SECS", "must be between 1 and 86400");
         }
         if self.max_upload_bytes == 0 {
             return invalid("NEUROSTASH_MAX_UPLOAD_BYTES", "must be positive");

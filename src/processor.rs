@@ -20,7 +20,7 @@ use actors::store::{EventStore, RecordedEvent};
 use actors::{ActorSystem, CommandError};
 use async_trait::async_trait;
 use chrono::Utc;
-use domain::document::{ArtifactRef, Document, DocumentCommand, DocumentEvent, FileName};
+use domain::document::{ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, FileName};
 use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition, Protected};
 use projections::consumed::{ConsumedProjection, OffsetStore, PartitionOffset};
 use projections::registry::Registry;
@@ -37,6 +37,9 @@ pub struct ProcessorOptions {
     pub workers: usize,
     pub lease: Duration,
     pub max_attempts: u32,
+    /// The wait before the next attempt after one that failed for a
+    /// reason that may pass.
+    pub backoff: Backoff,
     pub sweep_interval: Duration,
     pub chunking: ChunkingOptions,
 }
@@ -48,6 +51,10 @@ impl ProcessorOptions {
             workers: config.processing_workers,
             lease,
             max_attempts: config.processing_max_attempts,
+            backoff: Backoff {
+                base: chrono::Duration::milliseconds(config.processing_retry_base_ms as i64),
+                max: chrono::Duration::seconds(config.processing_retry_max_secs as i64),
+            },
             sweep_interval: (lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)),
             chunking: ChunkingOptions {
                 max_words: config.chunk_max_words,
@@ -197,7 +204,23 @@ struct RegistrationFeed {
 impl RegistrationFeed {
     async fn enqueue_registered(&self, events: &[RecordedEvent]) {
         for event in events {
-            if event.stream_id.category() != Document::CATEGORY || event.event_type != "DocumentRegistered" {
+            if event.stream_id.category() != Document::CATEGORY {
+                continue;
+            }
+            // a retry on request names its document by its stream alone
+            if event.event_type == "RetryRequested" {
+                if let Some(document_id) = event
+                    .stream_id
+                    .as_str()
+                    .strip_prefix(Document::CATEGORY)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                {
+                    self.shared.enqueue(DocumentId(document_id)).await;
+                }
+                continue;
+            }
+            if event.event_type != "DocumentRegistered" {
                 continue;
             }
             let decoded = AnyEvent::decode(
@@ -352,14 +375,48 @@ async fn process(shared: &Shared, document_id: DocumentId) -> Result<(), Attempt
             return Ok(());
         }
         Ok(_) => {}
-        // processed, failed, deleted, or another worker's lease: not ours to do
+        // processed, failed, deleted, another worker's lease, or waiting
+        // out its backoff: not ours to do now
         Err(CommandError::Rejected(
-            DomainError::LeaseHeld { .. } | DomainError::Conflict(_) | DomainError::NotFound { .. },
+            DomainError::LeaseHeld { .. }
+            | DomainError::Conflict(_)
+            | DomainError::NotFound { .. }
+            | DomainError::RetryNotDue { .. },
         )) => return Ok(()),
         Err(error) => return Err(error.into()),
     }
     // the file name is the tenant's secret: logs name the document by id
     tracing::info!(%document_id, "processing document");
+    match attempt(shared, document_id, tenant_id, object_key, file_name, metadata.clone()).await {
+        Ok(()) => Ok(()),
+        // a failure that may pass: back off and try again, or give up once
+        // the attempts are used; should even that not be recorded, the lease
+        // runs out and the sweep retries
+        Err(error) => {
+            let command = DocumentCommand::ScheduleRetry {
+                worker: shared.worker_id.clone(),
+                reason: error.to_string(),
+                now: Utc::now(),
+                max_attempts: shared.options.max_attempts,
+                backoff: shared.options.backoff,
+            };
+            tracing::warn!(%document_id, %error, "processing attempt failed, scheduling a retry");
+            finish(documents, stream_id, command, metadata).await
+        }
+    }
+}
+
+/// The work of one attempt, under the lease.
+async fn attempt(
+    shared: &Shared,
+    document_id: DocumentId,
+    tenant_id: domain::TenantId,
+    object_key: String,
+    file_name: Protected,
+    metadata: EventMetadata,
+) -> Result<(), AttemptError> {
+    let stream_id = document_id.stream_id();
+    let documents = &shared.actors.documents;
 
     let extension = match &file_name {
         Protected::Sealed(sealed) => match shared.vault.open(tenant_id, "file_name", sealed).await {

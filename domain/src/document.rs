@@ -228,7 +228,39 @@ pub enum DocumentCommand {
         worker: String,
         reason: String,
     },
+    /// The lease holder's attempt failed for a reason that may pass (a store
+    /// out of reach): the document waits `backoff.delay(attempt)` and is
+    /// tried again, or fails for good once `max_attempts` are used.
+    ScheduleRetry {
+        worker: String,
+        reason: String,
+        now: DateTime<Utc>,
+        max_attempts: u32,
+        backoff: Backoff,
+    },
+    /// A person's or a client's request to process a FAILED document again,
+    /// with a fresh count of attempts.
+    Retry,
     Delete,
+}
+
+/// Exponential backoff between processing attempts: `base` after the
+/// first failed attempt, doubling each time, never more than `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after failed attempt `attempt` (1 for the first).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        let factor = 1i32 << doublings;
+        self.base
+            .checked_mul(factor)
+            .map_or(self.max, |delay| delay.min(self.max))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -257,6 +289,16 @@ pub enum DocumentEvent {
         attempt: u32,
     },
     DocumentDeleted {},
+    /// Attempt `attempt` failed with `reason`, which may pass; the document
+    /// is PENDING again and is not taken before `retry_at`.
+    RetryScheduled {
+        attempt: u32,
+        reason: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// A FAILED document is to be processed again, its attempts counted
+    /// from zero.
+    RetryRequested {},
     /// A presigned upload was opened. Completing it records
     /// `DocumentRegistered`, so that processing and the read models see an
     /// upload like any other.
@@ -292,6 +334,8 @@ event_payload!(DocumentEvent {
     DocumentProcessed,
     ProcessingFailed,
     DocumentDeleted,
+    RetryScheduled,
+    RetryRequested,
     UploadRequested,
     UploadRejected,
     UploadExpired,
@@ -329,6 +373,8 @@ pub struct Document {
     pub lease: Option<Lease>,
     pub attempts: u32,
     pub error: Option<String>,
+    /// A PENDING document after a failed attempt is not taken before this.
+    pub retry_at: Option<DateTime<Utc>>,
     pub artifact: Option<ArtifactRef>,
     pub deleted: bool,
     /// An open presigned upload. A stream may hold one before its first
@@ -565,6 +611,12 @@ impl Aggregate for Document {
             } => {
                 let id = self.live_id()?;
                 match self.status {
+                    Some(DocumentStatus::Pending) if self.retry_at.is_some_and(|at| *now < at) => {
+                        Err(DomainError::RetryNotDue {
+                            document_id: id.to_string(),
+                            at: self.retry_at.unwrap_or(*now),
+                        })
+                    }
                     Some(DocumentStatus::Pending) => Ok(vec![DocumentEvent::ProcessingStarted {
                         worker: worker.clone(),
                         attempt: self.attempts + 1,
@@ -622,6 +674,40 @@ impl Aggregate for Document {
                     attempt: self.attempts,
                 }])
             }
+            DocumentCommand::ScheduleRetry {
+                worker,
+                reason,
+                now,
+                max_attempts,
+                backoff,
+            } => {
+                let id = self.live_id()?;
+                self.check_lease_holder(id, worker)?;
+                let reason: String = reason.trim().chars().take(2000).collect();
+                if reason.is_empty() {
+                    return Err(DomainError::invalid("reason", "must not be empty"));
+                }
+                if self.attempts >= *max_attempts {
+                    return Ok(vec![DocumentEvent::ProcessingFailed {
+                        reason: format!("gave up after {} attempts: {reason}", self.attempts),
+                        attempt: self.attempts,
+                    }]);
+                }
+                Ok(vec![DocumentEvent::RetryScheduled {
+                    attempt: self.attempts,
+                    reason,
+                    retry_at: *now + backoff.delay(self.attempts),
+                }])
+            }
+            DocumentCommand::Retry => {
+                let id = self.live_id()?;
+                match self.status {
+                    Some(DocumentStatus::Failed) => Ok(vec![DocumentEvent::RetryRequested {}]),
+                    _ => Err(DomainError::Conflict(format!(
+                        "document {id} has not failed: only a failed document is retried"
+                    ))),
+                }
+            }
             DocumentCommand::Delete => {
                 self.live_id()?;
                 Ok(vec![DocumentEvent::DocumentDeleted {}])
@@ -656,6 +742,7 @@ impl Aggregate for Document {
             } => {
                 self.status = Some(DocumentStatus::Processing);
                 self.attempts = *attempt;
+                self.retry_at = None;
                 self.lease = Some(Lease {
                     worker: worker.clone(),
                     expires_at: *lease_expires_at,
@@ -675,6 +762,23 @@ impl Aggregate for Document {
             DocumentEvent::DocumentDeleted {} => {
                 self.deleted = true;
                 self.lease = None;
+            }
+            DocumentEvent::RetryScheduled {
+                attempt,
+                reason,
+                retry_at,
+            } => {
+                self.status = Some(DocumentStatus::Pending);
+                self.lease = None;
+                self.attempts = *attempt;
+                self.error = Some(reason.clone());
+                self.retry_at = Some(*retry_at);
+            }
+            DocumentEvent::RetryRequested {} => {
+                self.status = Some(DocumentStatus::Pending);
+                self.attempts = 0;
+                self.error = None;
+                self.retry_at = None;
             }
             DocumentEvent::UploadRequested {
                 document_id,

@@ -18,6 +18,12 @@ pub enum DomainError {
     NotLeaseHolder { document_id: String, worker: String },
     #[error("{0}")]
     Conflict(String),
+    /// Taking the lease of a document waiting out its backoff.
+    #[error("document {document_id} is not to be retried before {at}")]
+    RetryNotDue {
+        document_id: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     /// A registration or a second upload of a document whose presigned
     /// upload is still open (or expired and not cleaned up yet).
     #[error("document {document_id} has an upload pending until {expires_at}")]
@@ -47,6 +53,7 @@ impl DomainError {
             DomainError::LeaseHeld { .. } => "lease_held",
             DomainError::NotLeaseHolder { .. } => "not_lease_holder",
             DomainError::Conflict(_) => "conflict",
+            DomainError::RetryNotDue { .. } => "retry_not_due",
             DomainError::UploadPending { .. } => "upload_pending",
             DomainError::NoPendingUpload { .. } => "no_pending_upload",
             DomainError::UploadExpired { .. } => "upload_expired",

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{
-    staging_key, ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease,
+    staging_key, ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease,
 };
 use domain::event::event_schemas;
 use domain::knowledge_base::{
@@ -561,6 +561,133 @@ mod document {
             .then_expect([started("w2", 2, takeover_at)]);
         assert_eq!(state.attempts, 2);
         assert_eq!(state.lease.map(|lease| lease.worker), Some("w2".into()));
+    }
+
+    const BACKOFF: Backoff = Backoff {
+        base: Duration::seconds(2),
+        max: Duration::seconds(30),
+    };
+
+    fn schedule_retry(worker: &str, now: DateTime<Utc>) -> DocumentCommand {
+        DocumentCommand::ScheduleRetry {
+            worker: worker.into(),
+            reason: "object store unreachable".into(),
+            now,
+            max_attempts: MAX_ATTEMPTS,
+            backoff: BACKOFF,
+        }
+    }
+
+    fn retry_scheduled(attempt: u32, retry_at: DateTime<Utc>) -> DocumentEvent {
+        DocumentEvent::RetryScheduled {
+            attempt,
+            reason: "object store unreachable".into(),
+            retry_at,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_its_base_up_to_its_cap() {
+        let delays: Vec<i64> = (1..=7).map(|attempt| BACKOFF.delay(attempt).num_seconds()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(BACKOFF.delay(0), Duration::seconds(2), "no attempt yet is the base");
+        assert_eq!(BACKOFF.delay(u32::MAX), Duration::seconds(30), "no overflow");
+    }
+
+    #[test]
+    fn a_failure_that_may_pass_schedules_a_retry_after_the_backoff() {
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(schedule_retry("w1", at(1)))
+            .then_expect([retry_scheduled(1, at(1) + Duration::seconds(2))]);
+        assert_eq!(state.status, Some(DocumentStatus::Pending));
+        assert_eq!(state.lease, None);
+        assert_eq!(state.attempts, 1);
+        assert_eq!(state.error.as_deref(), Some("object store unreachable"));
+    }
+
+    #[test]
+    fn only_the_lease_holder_schedules_a_retry() {
+        Scenario::<Document>::given([registered(), started("w1", 1, at(0))])
+            .when(schedule_retry("w2", at(1)))
+            .then_error_code("not_lease_holder");
+    }
+
+    #[test]
+    fn a_retry_is_not_taken_before_it_is_due_and_is_the_next_attempt_after() {
+        let due = at(1) + Duration::seconds(2);
+        let given = [registered(), started("w1", 1, at(0)), retry_scheduled(1, due)];
+        let error = Scenario::<Document>::given(given.clone())
+            .when(start("w2", due - Duration::milliseconds(1)))
+            .then_error_code("retry_not_due");
+        assert_eq!(
+            error,
+            DomainError::RetryNotDue {
+                document_id: document_id().to_string(),
+                at: due,
+            }
+        );
+        let state = Scenario::<Document>::given(given)
+            .when(start("w2", due))
+            .then_expect([started("w2", 2, due)]);
+        assert_eq!(state.attempts, 2);
+        assert_eq!(state.retry_at, None);
+    }
+
+    #[test]
+    fn the_last_attempt_failing_fails_the_document_with_the_count_and_reason() {
+        let state = Scenario::<Document>::given([
+            registered(),
+            started("w1", 1, at(0)),
+            retry_scheduled(1, at(1)),
+            started("w1", 2, at(1)),
+            retry_scheduled(2, at(2)),
+            started("w1", 3, at(2)),
+        ])
+        .when(schedule_retry("w1", at(3)))
+        .then_expect([DocumentEvent::ProcessingFailed {
+            reason: "gave up after 3 attempts: object store unreachable".into(),
+            attempt: 3,
+        }]);
+        assert_eq!(state.status, Some(DocumentStatus::Failed));
+    }
+
+    #[test]
+    fn a_failed_document_is_retried_on_request_with_fresh_attempts() {
+        let failed = DocumentEvent::ProcessingFailed {
+            reason: "cannot read it".into(),
+            attempt: 3,
+        };
+        let history = [registered(), started("w1", 3, at(0)), failed];
+        let state = Scenario::<Document>::given(history.clone())
+            .when(DocumentCommand::Retry)
+            .then_expect([DocumentEvent::RetryRequested {}]);
+        assert_eq!(state.status, Some(DocumentStatus::Pending));
+        assert_eq!((state.attempts, state.error, state.retry_at), (0, None, None));
+        let retried = history.into_iter().chain([DocumentEvent::RetryRequested {}]);
+        let state = Scenario::<Document>::given(retried)
+            .when(start("w2", at(5)))
+            .then_expect([started("w2", 1, at(5))]);
+        assert_eq!(state.attempts, 1);
+    }
+
+    #[test]
+    fn only_a_failed_document_is_retried_on_request() {
+        for given in [
+            vec![registered()],
+            vec![registered(), started("w1", 1, at(0))],
+            vec![
+                registered(),
+                started("w1", 1, at(0)),
+                DocumentEvent::DocumentProcessed { artifact: artifact() },
+            ],
+        ] {
+            Scenario::<Document>::given(given)
+                .when(DocumentCommand::Retry)
+                .then_error_code("conflict");
+        }
+        Scenario::<Document>::given([registered(), DocumentEvent::DocumentDeleted {}])
+            .when(DocumentCommand::Retry)
+            .then_error_code("not_found");
     }
 
     #[test]
@@ -1312,8 +1439,14 @@ mod stored_events {
             DocumentEvent::UploadExpired {
                 upload_id: Uuid::from_u128(4),
             },
+            DocumentEvent::RetryScheduled {
+                attempt: 2,
+                reason: "store unreachable: connection refused".into(),
+                retry_at: at(7) + Duration::milliseconds(1),
+            },
+            DocumentEvent::RetryRequested {},
         ];
-        assert_covers_every_variant(&samples, 8, |event| match event {
+        assert_covers_every_variant(&samples, 10, |event| match event {
             DocumentEvent::DocumentRegistered { .. } => 0,
             DocumentEvent::ProcessingStarted { .. } => 1,
             DocumentEvent::DocumentProcessed { .. } => 2,
@@ -1322,6 +1455,8 @@ mod stored_events {
             DocumentEvent::UploadRequested { .. } => 5,
             DocumentEvent::UploadRejected { .. } => 6,
             DocumentEvent::UploadExpired { .. } => 7,
+            DocumentEvent::RetryScheduled { .. } => 8,
+            DocumentEvent::RetryRequested { .. } => 9,
         });
         samples
     }

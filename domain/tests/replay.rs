@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use chrono::{DateTime, Duration, Utc};
-use domain::document::{staging_key, ArtifactRef, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName};
+use domain::document::{
+    staging_key, ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName,
+};
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
 use domain::testing::{round_trip, stand_in_sealed};
@@ -422,6 +424,13 @@ mod document {
             worker: usize,
             reason: &'static str,
         },
+        /// The clock moves `after_minutes` forward before the worker reports
+        /// a failure that may pass.
+        ScheduleRetry {
+            worker: usize,
+            after_minutes: i64,
+        },
+        Retry,
         Delete,
         /// A presigned upload, `expires_in_minutes` from now (0: refused).
         RequestUpload {
@@ -470,9 +479,12 @@ mod document {
             5 => (worker.clone(), prop::sample::select(vec![0i64, 1, 4, 9, 30]), prop::sample::select(vec![5i64, 10]))
                 .prop_map(|(worker, after_minutes, lease_minutes)| Step::Start { worker, after_minutes, lease_minutes }),
             2 => worker.clone().prop_map(|worker| Step::Complete { worker }),
-            2 => (worker, prop::sample::select(vec!["parser crashed", "  out of memory  ", "   "]))
+            2 => (worker.clone(), prop::sample::select(vec!["parser crashed", "  out of memory  ", "   "]))
                 .prop_map(|(worker, reason)| Step::Fail { worker, reason }),
             1 => Just(Step::Delete),
+            2 => (worker.clone(), prop::sample::select(vec![0i64, 1]))
+                .prop_map(|(worker, after_minutes)| Step::ScheduleRetry { worker, after_minutes }),
+            1 => Just(Step::Retry),
             2 => (prop::bool::weighted(0.9), 0u64..10_000, any::<bool>(), prop::sample::select(vec![0i64, 5, 30]))
                 .prop_map(|(matching_id, size_bytes, declare_sha256, expires_in_minutes)| Step::RequestUpload {
                     matching_id,
@@ -572,6 +584,20 @@ mod document {
                     worker: WORKERS[*worker].into(),
                     reason: (*reason).into(),
                 },
+                Step::ScheduleRetry { worker, after_minutes } => {
+                    clock += after_minutes;
+                    DocumentCommand::ScheduleRetry {
+                        worker: WORKERS[*worker].into(),
+                        reason: "store unreachable".into(),
+                        now: at(clock),
+                        max_attempts: plan.max_attempts,
+                        backoff: Backoff {
+                            base: Duration::minutes(1),
+                            max: Duration::minutes(8),
+                        },
+                    }
+                }
+                Step::Retry => DocumentCommand::Retry,
                 Step::Delete => DocumentCommand::Delete,
                 Step::RequestUpload {
                     matching_id,
@@ -726,9 +752,13 @@ mod document {
             );
         }
         match status {
+            // pending afresh, or again after a failed attempt: then with its
+            // reason and the time it is due
             DocumentStatus::Pending => prop_assert!(
-                after.attempts == 0 && after.artifact.is_none() && after.error.is_none(),
-                "a pending document with history: {:?}",
+                after.artifact.is_none()
+                    && (after.attempts >= 1) == after.retry_at.is_some()
+                    && after.error.is_some() == after.retry_at.is_some(),
+                "a pending document with an unexplained history: {:?}",
                 after
             ),
             DocumentStatus::Processing => {
@@ -742,9 +772,18 @@ mod document {
             }
         }
 
-        // short of a new registration: attempts only count up, one at a time,
-        // and a processed or failed document stays so
-        if before.id.is_some() && !registers {
+        // short of a new registration or a retry on request: attempts only
+        // count up, one at a time, and a processed or failed document stays so
+        let retried = matches!(decision, Ok(events) if events.contains(&DocumentEvent::RetryRequested {}));
+        if retried {
+            prop_assert_eq!(
+                before.status,
+                Some(DocumentStatus::Failed),
+                "retried a document that had not failed"
+            );
+            prop_assert_eq!(after.attempts, 0);
+        }
+        if before.id.is_some() && !registers && !retried {
             prop_assert!(
                 before.attempts <= after.attempts && after.attempts <= before.attempts + 1,
                 "attempts went from {} to {}",
@@ -800,6 +839,12 @@ mod document {
                 "ExpireUpload accepted UploadExpired",
                 "ExpireUpload accepted as a no-op",
                 "ExpireUpload rejected conflict",
+                "ScheduleRetry accepted RetryScheduled",
+                "ScheduleRetry accepted ProcessingFailed",
+                "ScheduleRetry rejected not_lease_holder",
+                "StartProcessing rejected retry_not_due",
+                "Retry accepted RetryRequested",
+                "Retry rejected conflict",
             ],
             |plan, coverage| {
                 run_and_replay::<Document>(&commands(&plan), coverage, |before, command, decision, after| {

@@ -560,6 +560,26 @@ impl DocumentsApi {
         Ok(Json(DocumentView::of(&app, row).await))
     }
 
+    /// Process a FAILED document again, its attempts counted from zero (409
+    /// for a document that has not failed).
+    #[oai(path = "/documents/:id/retry", method = "post", tag = "Tag::Documents")]
+    async fn retry(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<UploadResponse> {
+        let caller = auth.0;
+        let document = reachable_document(&app, &caller, id.0).await?;
+        let outcome = app
+            .actors
+            .documents
+            .execute(document.id.stream_id(), DocumentCommand::Retry, caller.metadata())
+            .await
+            .map_err(ApiError::from)?;
+        app.settle(outcome.written).await;
+        tracing::info!(document_id = %document.id, key_id = %caller.key_id, "retry requested");
+        Ok(UploadResponse::Accepted(Json(Accepted {
+            id: document.id.0,
+            status: "PENDING".into(),
+        })))
+    }
+
     /// Delete a document: it leaves every knowledge base and search.
     #[oai(path = "/documents/:id", method = "delete", tag = "Tag::Documents")]
     async fn delete(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<Deleted> {

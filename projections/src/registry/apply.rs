@@ -551,6 +551,26 @@ async fn apply_document(
                 .await?;
             mirror_status(transaction, document, "FAILED", at).await?;
         }
+        DocumentEvent::RetryScheduled { attempt, reason, .. } => {
+            transaction
+                .execute(
+                    "UPDATE documents_registry SET op_status = 'PENDING', lock_status = 'UNLOCKED', error = $2, \
+                     attempts = $3, updated_at = $4 WHERE id = $1",
+                    &[id, Param::Text(reason), Param::Int(i64::from(attempt)), Param::Time(at)],
+                )
+                .await?;
+            mirror_status(transaction, document, "PENDING", at).await?;
+        }
+        DocumentEvent::RetryRequested {} => {
+            transaction
+                .execute(
+                    "UPDATE documents_registry SET op_status = 'PENDING', lock_status = 'UNLOCKED', error = NULL, \
+                     attempts = 0, updated_at = $2 WHERE id = $1",
+                    &[id, Param::Time(at)],
+                )
+                .await?;
+            mirror_status(transaction, document, "PENDING", at).await?;
+        }
         DocumentEvent::DocumentDeleted {} => {
             transaction
                 .execute(

@@ -521,6 +521,8 @@ impl VectorProjection {
             DocumentEvent::DocumentRegistered { .. }
             | DocumentEvent::ProcessingStarted { .. }
             | DocumentEvent::ProcessingFailed { .. }
+            | DocumentEvent::RetryScheduled { .. }
+            | DocumentEvent::RetryRequested {}
             | DocumentEvent::UploadRequested { .. }
             | DocumentEvent::UploadRejected { .. }
             | DocumentEvent::UploadExpired { .. } => {}
