@@ -5,6 +5,7 @@
 mod audit;
 mod auth_guard;
 mod body_limit;
+mod document_events;
 mod documents;
 mod erasures;
 pub mod error;
@@ -208,6 +209,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             knowledge_bases::KnowledgeBasesApi,
             documents::DocumentsApi,
             uploads::UploadsApi,
+            document_events::DocumentEventsApi,
             schemas::SchemasApi,
             audit::AuditApi,
             erasures::ErasuresApi,
