@@ -327,6 +327,8 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         index("pending_uploads", true, &["document_id"]),
         index("pending_uploads", false, &["expires_at"]),
         index("pending_uploads", false, &["user_id"]),
+        // A tenant's documents by content, for dedup.
+        index("documents_registry", false, &["user_id", "sha256"]),
     ];
     if backend == Backend::Postgres {
         // The log order readers page by.

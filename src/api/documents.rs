@@ -381,10 +381,59 @@ pub(super) struct Accepted {
     pub(super) status: String,
 }
 
+/// An upload of bytes the tenant already has: the document that has them.
+#[derive(Object)]
+pub(super) struct Duplicate {
+    pub(super) id: Uuid,
+    /// The existing document's status.
+    pub(super) status: String,
+    /// Always true: no new document was made.
+    pub(super) duplicate: bool,
+}
+
 #[derive(ApiResponse)]
 pub(super) enum UploadResponse {
     #[oai(status = 202)]
     Accepted(Json<Accepted>),
+    /// The same bytes are already one of the tenant's documents, which is
+    /// answered instead of a copy (and linked into the knowledge base asked
+    /// for, if it is not there yet).
+    #[oai(status = 200)]
+    Duplicate(Json<Duplicate>),
+}
+
+/// The tenant's document with these bytes, if there is one: the upload
+/// that brought them again is answered with it, linked into `knowledge_base`
+/// when one was asked for. The new bytes are the caller's to discard.
+pub(super) async fn existing_duplicate(
+    app: &App,
+    caller: &Caller,
+    sha256: &str,
+    knowledge_base: Option<KnowledgeBaseId>,
+) -> Result<Option<UploadResponse>, ApiError> {
+    let Some(existing) = app
+        .registry
+        .document_by_content(caller.tenant_id, sha256)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Ok(None);
+    };
+    if let Some(kb) = knowledge_base {
+        match link_document(app, caller, kb, existing.id, caller.tenant_id).await {
+            Ok(()) => {}
+            Err(ApiError::Conflict {
+                code: "already_exists", ..
+            }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    tracing::info!(document_id = %existing.id, "upload of bytes the tenant already has, answered with its document");
+    Ok(Some(UploadResponse::Duplicate(Json(Duplicate {
+        id: existing.id.0,
+        status: existing.op_status.as_str().to_owned(),
+        duplicate: true,
+    }))))
 }
 
 #[derive(Object)]
@@ -483,11 +532,25 @@ impl DocumentsApi {
     /// The file streams into the store: past `max_upload_bytes` the upload
     /// stops with 413. A file name that is not safe answers 400, an
     /// extension that is not supported or a content type the extension
-    /// does not allow 415; nothing of a refused upload is kept.
+    /// does not allow 415; nothing of a refused upload is kept. Bytes the
+    /// tenant already has (the same SHA-256) answer 200 with the existing
+    /// document instead of making a copy.
     #[oai(path = "/documents", method = "post", tag = "Tag::Documents")]
     async fn upload(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, body: UploadBody) -> poem::Result<UploadResponse> {
         let caller = auth.0;
         let (file, knowledge_base) = receive_upload(&app, &caller, body.0).await?;
+        let duplicate = existing_duplicate(&app, &caller, &file.sha256, knowledge_base).await;
+        match duplicate {
+            Ok(None) => {}
+            Ok(Some(answer)) => {
+                file.object.discard().await;
+                return Ok(answer);
+            }
+            Err(error) => {
+                file.object.discard().await;
+                return Err(error.into());
+            }
+        }
         let document_id = file.document_id;
         let object_key = file.object.claim();
         let registered = app

@@ -30,7 +30,8 @@ use sha2::Digest;
 use uuid::Uuid;
 
 use super::documents::{
-    accepted_file, remove_object, tallied, upload_knowledge_base, Accepted, Tally, UnclaimedObject, UploadResponse,
+    accepted_file, existing_duplicate, remove_object, tallied, upload_knowledge_base, Accepted, Tally, UnclaimedObject,
+    UploadResponse,
 };
 use super::error::ApiError;
 use super::knowledge_bases::link_document;
@@ -168,8 +169,9 @@ impl UploadsApi {
     /// of the declared size, of the declared SHA-256 when one was given),
     /// stored encrypted, and the document is processed.
     ///
-    /// Bytes not uploaded yet answer 409 upload_not_received and the upload
-    /// stays open; bytes of another size or digest end the upload (422) and
+    /// Bytes the tenant already has as a document answer 200 with that
+    /// document (the upload ends, nothing is copied). Bytes not uploaded yet
+    /// answer 409 upload_not_received and the upload stays open; bytes of another size or digest end the upload (422) and
     /// are deleted; past its expiry the upload is gone (410).
     #[oai(path = "/documents/:id/complete", method = "post", tag = "Tag::Documents")]
     async fn complete(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, id: Path<Uuid>) -> poem::Result<UploadResponse> {
@@ -261,6 +263,25 @@ impl UploadsApi {
             return Err(reject(&app, &caller, &pending, "upload_checksum_mismatch", reason)
                 .await
                 .into());
+        }
+        // the same bytes as one of the tenant's documents: that one answers,
+        // and this upload ends without a copy
+        if let Some(answer) = existing_duplicate(&app, &caller, &sha256, pending.knowledge_base_id).await? {
+            object.discard().await;
+            let reason = format!("the same bytes are already a document of the tenant: upload {upload_id} ends");
+            let rejected = app
+                .actors
+                .documents
+                .execute(
+                    document_id.stream_id(),
+                    DocumentCommand::RejectUpload { upload_id, reason },
+                    caller.metadata(),
+                )
+                .await
+                .map_err(ApiError::from)?;
+            remove_object(app.raw_objects.as_ref(), &pending.staging_key).await;
+            app.settle(rejected.written).await;
+            return Ok(answer);
         }
         let object_key = object.claim();
         let completed = app

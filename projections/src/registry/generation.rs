@@ -39,10 +39,12 @@ const SQLITE_DDL: &str = include_str!("../../../migrations/sqlite/0002_registry.
 const POSTGRES_CHANGES: &[&str] = &[
     include_str!("../../../migrations/postgres/0008_api_key_scopes.up.sql"),
     include_str!("../../../migrations/postgres/0010_pending_uploads.up.sql"),
+    include_str!("../../../migrations/postgres/0011_document_content_hash.up.sql"),
 ];
 const SQLITE_CHANGES: &[&str] = &[
     include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql"),
     include_str!("../../../migrations/sqlite/0010_pending_uploads.up.sql"),
+    include_str!("../../../migrations/sqlite/0011_document_content_hash.up.sql"),
 ];
 /// Where the migration's shared bookkeeping tables begin: not copied.
 const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
@@ -445,6 +447,10 @@ mod tests {
                 "create index pending_uploads_expires_at_idx".to_owned(),
             ),
             ("pending_uploads", "create index pending_uploads_user_id_idx".to_owned()),
+            (
+                "documents_registry",
+                "create index documents_registry_user_sha256_idx".to_owned(),
+            ),
         ];
         for changes in [SQLITE_CHANGES, POSTGRES_CHANGES] {
             let statements: Vec<String> = changes.iter().flat_map(|script| statements(script)).collect();

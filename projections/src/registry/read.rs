@@ -175,6 +175,23 @@ impl Registry {
             .transpose()
     }
 
+    /// The tenant's oldest document whose bytes have this SHA-256 (hex), if
+    /// any: what an upload of the same bytes is answered with.
+    pub async fn document_by_content(
+        &self,
+        tenant: TenantId,
+        sha256: &str,
+    ) -> Result<Option<DocumentRow>, RegistryError> {
+        let sql = format!("{DOCUMENT_COLUMNS} WHERE user_id = $1 AND sha256 = $2 ORDER BY created_at, id LIMIT 1");
+        self.fetch_optional(&sql, &[Param::Uuid(tenant.0), Param::Text(sha256.to_owned())])
+            .await
+            .map_err(failed(|| {
+                format!("read of the documents of tenant {tenant} by content")
+            }))?
+            .map(|row| document_row(&row))
+            .transpose()
+    }
+
     /// The documents of the tenant's knowledge base in the order they were
     /// added; empty when the knowledge base is another tenant's.
     pub async fn knowledge_base_documents(

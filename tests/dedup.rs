@@ -1,0 +1,105 @@
+//! Dedup by content through HTTP: bytes a tenant already has, uploaded
+//! again under any name (directly or presigned), answer with the existing
+//! document and store nothing new; another tenant's bytes are its own; a
+//! deleted document's bytes make a new document.
+
+mod common;
+
+use common::{read, spawn_app, Backend, TestApp};
+use serde_json::json;
+
+async fn document_objects(app: &TestApp, tenant: &str) -> Vec<String> {
+    app.app
+        .raw_objects
+        .list(&format!("tenants/{tenant}/documents/"))
+        .await
+        .expect("list objects")
+}
+
+async fn the_same_bytes_are_one_document(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (tenant, key) = app.create_user("dedup@example.com").await;
+    let kb = app.create_knowledge_base(&key, "dedup").await;
+    let bytes = "Minutes of the harbour committee: the crane is repaired.";
+
+    let (status, first) = app.upload(&key, "minutes.txt", bytes, None).await;
+    assert_eq!(status, 202, "{first}");
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_processed(&key, &id).await["status"], "SUCCESS");
+
+    // again, under another name and into a knowledge base: the same document
+    let (status, again) = app.upload(&key, "minutes-copy.txt", bytes, Some(&kb)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], id.as_str(), "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["status"], "SUCCESS");
+    let (_, links) = app.get(&format!("/v1/knowledge-bases/{kb}/documents"), &key).await;
+    assert_eq!(links["items"].as_array().unwrap().len(), 1, "{links}");
+    assert_eq!(links["items"][0]["document_id"], id.as_str(), "{links}");
+    // and once more into the same knowledge base: still fine, still one link
+    let (status, _) = app.upload(&key, "third.txt", bytes, Some(&kb)).await;
+    assert_eq!(status, 200);
+    let (_, documents) = app.get("/v1/documents", &key).await;
+    assert_eq!(documents["total"], 1, "{documents}");
+    assert_eq!(document_objects(&app, &tenant).await.len(), 1, "no copy is stored");
+
+    // presigned: the upload ends, the existing document answers
+    let (status, ticket) = app
+        .post(
+            "/v1/documents/uploads",
+            &key,
+            json!({ "file_name": "presigned-copy.txt", "size": bytes.len() }),
+        )
+        .await;
+    assert_eq!(status, 201, "{ticket}");
+    let response = app
+        .client
+        .put(ticket["upload_url"].as_str().unwrap())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/v1/documents/{}/complete",
+            ticket["document_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = read(response).await;
+    assert_eq!((status, answer["id"].as_str()), (200, Some(id.as_str())), "{answer}");
+    assert!(app.app.raw_objects.list("staging/").await.unwrap().is_empty());
+    assert_eq!(document_objects(&app, &tenant).await.len(), 1, "no copy is stored");
+
+    // other bytes are another document; another tenant's same bytes its own
+    let (status, other) = app.upload(&key, "other.txt", "Different words entirely.", None).await;
+    assert_eq!(status, 202, "{other}");
+    let (stranger_tenant, stranger) = app.create_user("stranger@example.com").await;
+    let (status, theirs) = app.upload(&stranger, "minutes.txt", bytes, None).await;
+    assert_eq!(status, 202, "{theirs}");
+    assert_ne!(theirs["id"], id.as_str());
+    assert_eq!(document_objects(&app, &stranger_tenant).await.len(), 1);
+
+    // once the document is deleted, the bytes make a new one
+    let (status, _) = app.delete(&format!("/v1/documents/{id}"), &key).await;
+    assert_eq!(status, 204);
+    app.wait_registry().await;
+    let (status, fresh) = app.upload(&key, "minutes-again.txt", bytes, None).await;
+    assert_eq!(status, 202, "{fresh}");
+    assert_ne!(fresh["id"], id.as_str());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_are_one_document_on_sqlite() {
+    the_same_bytes_are_one_document(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_are_one_document_on_postgres() {
+    the_same_bytes_are_one_document(Backend::Postgres).await;
+}
