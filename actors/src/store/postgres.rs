@@ -30,8 +30,11 @@ const SELECT_COLUMNS: &str = "SELECT position, commit_id::text::bigint AS commit
 const ROWS_PER_INSERT: usize = 1_000;
 
 /// An `Any` append that loses a race to another writer simply tries again
-/// on top of it; this bounds how often.
-const ANY_APPEND_ATTEMPTS: usize = 10;
+/// on top of it; this bounds how often. Each loss means another writer's
+/// append committed, so a loser retries only as often as writers got ahead
+/// of it: the bound must exceed the writers one stream sees at once (ten was
+/// not enough for sixteen).
+const ANY_APPEND_ATTEMPTS: usize = 64;
 
 /// The unique constraint that guards the per-stream version, named in the
 /// `0001_events` migration.
