@@ -20,7 +20,7 @@ use actors::store::{EventStore, RecordedEvent};
 use actors::{ActorSystem, CommandError};
 use async_trait::async_trait;
 use chrono::Utc;
-use domain::document::{ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, FileName};
+use domain::document::{ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, FileName, ProcessingStage};
 use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition, Protected};
 use projections::consumed::{ConsumedProjection, OffsetStore, PartitionOffset};
 use projections::registry::Registry;
@@ -331,6 +331,8 @@ enum AttemptError {
     Keys(#[from] actors::keys::KeyError),
     #[error("pipeline task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("embedding failed: {0}")]
+    Embed(#[from] crate::pipeline::EmbedError),
 }
 
 /// One attempt at one document. Infrastructure errors leave the lease to
@@ -436,54 +438,122 @@ async fn attempt(
     };
     let extension = FileName::parse(&extension).ok().and_then(|name| name.extension());
     let bytes = shared.objects.get(&object_key).await?;
-    let embedder = shared.embedder.clone();
     let chunking = shared.options.chunking;
-    let outcome = tokio::task::spawn_blocking(move || -> Result<ChunkArtifact, String> {
-        let extracted = extract_text(extension.as_deref(), &bytes).map_err(|error| error.to_string())?;
-        let chunks = chunk_text(&extracted.text, &chunking);
-        let texts: Vec<&str> = chunks.iter().map(|chunk| chunk.text.as_str()).collect();
-        let vectors = embedder.embed(&texts).map_err(|error| error.to_string())?;
-        Ok(ChunkArtifact {
-            embedder: embedder.name().to_owned(),
-            dimensions: embedder.dimensions() as u32,
-            chunks: chunks
-                .into_iter()
-                .zip(vectors)
-                .map(|(chunk, vector)| ArtifactChunk {
-                    index: chunk.index,
-                    text: chunk.text,
-                    start_byte: chunk.start_byte as u64,
-                    vector,
-                })
-                .collect(),
+    // a file that cannot be read as its type fails at once: the same bytes
+    // would fail the same way on every retry
+    let cut = tokio::task::spawn_blocking(move || {
+        extract_text(extension.as_deref(), &bytes).map(|extracted| {
+            let characters = extracted.text.chars().count() as u64;
+            (characters, chunk_text(&extracted.text, &chunking))
         })
     })
     .await?;
-
-    let command = match outcome {
-        Ok(artifact) => {
-            let (encoded, sha256) = artifact.encode()?;
-            // content-addressed: a retry that produces the same artifact
-            // rewrites the same object
-            let artifact_key = format!("tenants/{tenant_id}/artifacts/{sha256}");
-            shared.objects.put(&artifact_key, encoded).await?;
-            DocumentCommand::CompleteProcessing {
+    let (characters, chunks) = match cut {
+        Ok(cut) => cut,
+        Err(error) => {
+            let command = DocumentCommand::FailProcessing {
                 worker: shared.worker_id.clone(),
-                artifact: ArtifactRef {
-                    object_key: artifact_key,
-                    sha256,
-                    chunk_count: artifact.chunks.len() as u32,
-                    embedder: artifact.embedder,
-                    dimensions: artifact.dimensions,
-                },
-            }
+                reason: error.to_string(),
+            };
+            return finish(documents, stream_id, command, metadata).await;
         }
-        Err(reason) => DocumentCommand::FailProcessing {
-            worker: shared.worker_id.clone(),
-            reason,
+    };
+    let stage = |stage: ProcessingStage| record_stage(shared, &stream_id, stage, &metadata);
+    if !stage(ProcessingStage::Extracted {
+        characters,
+        pages: None,
+    })
+    .await?
+    {
+        return Ok(());
+    }
+    if !stage(ProcessingStage::Chunked {
+        chunk_count: chunks.len() as u32,
+    })
+    .await?
+    {
+        return Ok(());
+    }
+    let embedder = shared.embedder.clone();
+    let batches = chunks.len().div_ceil(EMBEDDING_BATCH) as u32;
+    let mut vectors = Vec::with_capacity(chunks.len());
+    for (index, batch) in chunks.chunks(EMBEDDING_BATCH).enumerate() {
+        let texts: Vec<String> = batch.iter().map(|chunk| chunk.text.clone()).collect();
+        let embedder = embedder.clone();
+        // an embedder error may pass (a model server out of reach): it is
+        // retried with backoff like any other
+        let embedded = tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&texts)
+        })
+        .await??;
+        vectors.extend(embedded);
+        let done = ProcessingStage::Embedded {
+            batch: index as u32 + 1,
+            batches,
+        };
+        if !stage(done).await? {
+            return Ok(());
+        }
+    }
+    let artifact = ChunkArtifact {
+        embedder: embedder.name().to_owned(),
+        dimensions: embedder.dimensions() as u32,
+        chunks: chunks
+            .into_iter()
+            .zip(vectors)
+            .map(|(chunk, vector)| ArtifactChunk {
+                index: chunk.index,
+                text: chunk.text,
+                start_byte: chunk.start_byte as u64,
+                vector,
+            })
+            .collect(),
+    };
+    let (encoded, sha256) = artifact.encode()?;
+    // content-addressed: a retry that produces the same artifact rewrites
+    // the same object
+    let artifact_key = format!("tenants/{tenant_id}/artifacts/{sha256}");
+    shared.objects.put(&artifact_key, encoded).await?;
+    let command = DocumentCommand::CompleteProcessing {
+        worker: shared.worker_id.clone(),
+        artifact: ArtifactRef {
+            object_key: artifact_key,
+            sha256,
+            chunk_count: artifact.chunks.len() as u32,
+            embedder: artifact.embedder,
+            dimensions: artifact.dimensions,
         },
     };
     finish(documents, stream_id, command, metadata).await
+}
+
+/// Chunks embedded per call of the embedder, each batch a stage event.
+const EMBEDDING_BATCH: usize = 32;
+
+/// Records a stage of the attempt; `false` when the lease is no longer
+/// this worker's (it expired and another took over, whose result counts),
+/// so the attempt stops.
+async fn record_stage(
+    shared: &Shared,
+    stream_id: &domain::StreamId,
+    stage: ProcessingStage,
+    metadata: &EventMetadata,
+) -> Result<bool, AttemptError> {
+    let command = DocumentCommand::RecordStage {
+        worker: shared.worker_id.clone(),
+        stage,
+    };
+    match shared
+        .actors
+        .documents
+        .execute(stream_id.clone(), command, metadata.clone())
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(CommandError::Rejected(DomainError::NotLeaseHolder { .. } | DomainError::NotFound { .. })) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Sends the attempt's result: completed or failed.

@@ -1,5 +1,6 @@
 //! A document's events as server-sent events, through HTTP: every stage in
-//! order with its status, resumable with `Last-Event-ID`, new events as
+//! order with its status (registered, started, extracted, chunked, each
+//! embedding batch, processed), resumable with `Last-Event-ID`, new events as
 //! they are appended, and the stream ends with the document.
 
 mod common;
@@ -114,7 +115,10 @@ async fn stages_stream_in_order_and_resume(backend: Backend) {
     let expected = [
         ("1", "DocumentRegistered", "PENDING"),
         ("2", "ProcessingStarted", "PROCESSING"),
-        ("3", "DocumentProcessed", "SUCCESS"),
+        ("3", "TextExtracted", "PROCESSING"),
+        ("4", "TextChunked", "PROCESSING"),
+        ("5", "EmbeddingBatchCompleted", "PROCESSING"),
+        ("6", "DocumentProcessed", "SUCCESS"),
     ]
     .map(|(id, event, status)| (id.to_owned(), event.to_owned(), Some(status.to_owned())));
     assert_eq!(summary, expected);
@@ -125,29 +129,59 @@ async fn stages_stream_in_order_and_resume(backend: Backend) {
         "the sealed name is opened"
     );
     assert_eq!(seen[1].data["data"]["attempt"], 1);
-    assert!(
-        seen[2].data["data"]["chunk_count"].as_u64().unwrap() >= 1,
+    assert_eq!(
+        seen[2].data["data"]["characters"],
+        text.chars().count(),
         "{:?}",
         seen[2]
     );
+    let chunk_count = seen[3].data["data"]["chunk_count"].as_u64().unwrap();
+    assert!(chunk_count >= 1, "{:?}", seen[3]);
+    assert_eq!(seen[4].data["data"]["batch"], 1, "{:?}", seen[4]);
+    assert_eq!(seen[4].data["data"]["batches"], 1, "{:?}", seen[4]);
+    assert_eq!(seen[5].data["data"]["chunk_count"], chunk_count, "{:?}", seen[5]);
     drop(events);
 
-    // resumed after the second: the third comes, and nothing before it
-    let (_, events) = Events::open(&app, &key, &document, Some("2")).await;
+    // resumed after the fifth: the sixth comes, and nothing before it
+    let (_, events) = Events::open(&app, &key, &document, Some("5")).await;
     let mut events = events.unwrap();
     let resumed = events.next().await.unwrap();
     assert_eq!(
         (resumed.id.as_str(), resumed.event.as_str()),
-        ("3", "DocumentProcessed")
+        ("6", "DocumentProcessed")
     );
 
     // live: a delete is the next event, and the stream ends with it
     let (status, _) = app.delete(&format!("/v1/documents/{document}"), &key).await;
     assert_eq!(status, 204);
     let deleted = events.next().await.unwrap();
-    assert_eq!((deleted.id.as_str(), deleted.event.as_str()), ("4", "DocumentDeleted"));
+    assert_eq!((deleted.id.as_str(), deleted.event.as_str()), ("7", "DocumentDeleted"));
     assert_eq!(deleted.data["status"], Value::Null);
     assert!(events.next().await.is_none(), "the stream ends with the document");
+
+    // a long text is embedded in batches, each its own event
+    let long: String = (0..2_400).map(|n| format!("word{n} ")).collect();
+    let (status, accepted) = app.upload(&key, "long.txt", &long, None).await;
+    assert_eq!(status, 202, "{accepted}");
+    let long_id = accepted["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_processed(&key, &long_id).await["status"], "SUCCESS");
+    let (_, events) = Events::open(&app, &key, &long_id, Some("4")).await;
+    let mut events = events.unwrap();
+    let mut batches = Vec::new();
+    while let Some(event) = events.next().await {
+        if event.event == "DocumentProcessed" {
+            break;
+        }
+        assert_eq!(event.event, "EmbeddingBatchCompleted", "{event:?}");
+        batches.push((
+            event.data["data"]["batch"].as_u64().unwrap(),
+            event.data["data"]["batches"].as_u64().unwrap(),
+        ));
+    }
+    let total = batches.len() as u64;
+    assert!(total >= 2, "{batches:?}");
+    assert_eq!(batches, (1..=total).map(|batch| (batch, total)).collect::<Vec<_>>());
+    drop(events);
 
     // another tenant's document, and a malformed Last-Event-ID
     let (status, accepted) = app.upload(&key, "second.txt", "more notes", None).await;

@@ -184,7 +184,14 @@ async fn failing_documents_back_off_fail_and_are_retried_on_request(backend: Bac
         .collect();
     assert_eq!(
         types,
-        ["RetryRequested", "ProcessingStarted", "DocumentProcessed"],
+        [
+            "RetryRequested",
+            "ProcessingStarted",
+            "TextExtracted",
+            "TextChunked",
+            "EmbeddingBatchCompleted",
+            "DocumentProcessed",
+        ],
         "{types:?}"
     );
     app.shutdown().await;

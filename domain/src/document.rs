@@ -238,10 +238,29 @@ pub enum DocumentCommand {
         max_attempts: u32,
         backoff: Backoff,
     },
+    /// The lease holder reports a stage of its attempt done, for the
+    /// clients and auditors watching the document.
+    RecordStage {
+        worker: String,
+        stage: ProcessingStage,
+    },
     /// A person's or a client's request to process a FAILED document again,
     /// with a fresh count of attempts.
     Retry,
     Delete,
+}
+
+/// A stage of a processing attempt, as [`DocumentCommand::RecordStage`]
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessingStage {
+    /// The text is out of the file: `characters` of it, on `pages` pages
+    /// where the format has pages.
+    Extracted { characters: u64, pages: Option<u32> },
+    /// The text is cut into `chunk_count` chunks.
+    Chunked { chunk_count: u32 },
+    /// Batch `batch` (1-based) of `batches` of chunks is embedded.
+    Embedded { batch: u32, batches: u32 },
 }
 
 /// Exponential backoff between processing attempts: `base` after the
@@ -299,6 +318,24 @@ pub enum DocumentEvent {
     /// A FAILED document is to be processed again, its attempts counted
     /// from zero.
     RetryRequested {},
+    /// Attempt `attempt` has the document's text out of its file.
+    TextExtracted {
+        attempt: u32,
+        characters: u64,
+        /// For the formats that have pages.
+        pages: Option<u32>,
+    },
+    /// Attempt `attempt` has cut the text into `chunk_count` chunks.
+    TextChunked {
+        attempt: u32,
+        chunk_count: u32,
+    },
+    /// Attempt `attempt` has embedded batch `batch` (1-based) of `batches`.
+    EmbeddingBatchCompleted {
+        attempt: u32,
+        batch: u32,
+        batches: u32,
+    },
     /// A presigned upload was opened. Completing it records
     /// `DocumentRegistered`, so that processing and the read models see an
     /// upload like any other.
@@ -336,6 +373,9 @@ event_payload!(DocumentEvent {
     DocumentDeleted,
     RetryScheduled,
     RetryRequested,
+    TextExtracted,
+    TextChunked,
+    EmbeddingBatchCompleted,
     UploadRequested,
     UploadRejected,
     UploadExpired,
@@ -699,6 +739,32 @@ impl Aggregate for Document {
                     retry_at: *now + backoff.delay(self.attempts),
                 }])
             }
+            DocumentCommand::RecordStage { worker, stage } => {
+                let id = self.live_id()?;
+                self.check_lease_holder(id, worker)?;
+                let attempt = self.attempts;
+                Ok(vec![match *stage {
+                    ProcessingStage::Extracted { characters, pages } => DocumentEvent::TextExtracted {
+                        attempt,
+                        characters,
+                        pages,
+                    },
+                    ProcessingStage::Chunked { chunk_count } => DocumentEvent::TextChunked { attempt, chunk_count },
+                    ProcessingStage::Embedded { batch, batches } => {
+                        if batch == 0 || batch > batches {
+                            return Err(DomainError::invalid(
+                                "batch",
+                                format!("{batch} is not one of 1..={batches}"),
+                            ));
+                        }
+                        DocumentEvent::EmbeddingBatchCompleted {
+                            attempt,
+                            batch,
+                            batches,
+                        }
+                    }
+                }])
+            }
             DocumentCommand::Retry => {
                 let id = self.live_id()?;
                 match self.status {
@@ -774,6 +840,10 @@ impl Aggregate for Document {
                 self.error = Some(reason.clone());
                 self.retry_at = Some(*retry_at);
             }
+            // progress within an attempt: what the document is does not change
+            DocumentEvent::TextExtracted { .. }
+            | DocumentEvent::TextChunked { .. }
+            | DocumentEvent::EmbeddingBatchCompleted { .. } => {}
             DocumentEvent::RetryRequested {} => {
                 self.status = Some(DocumentStatus::Pending);
                 self.attempts = 0;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{
     staging_key, ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName, Lease,
+    ProcessingStage,
 };
 use domain::event::event_schemas;
 use domain::knowledge_base::{
@@ -688,6 +689,67 @@ mod document {
         Scenario::<Document>::given([registered(), DocumentEvent::DocumentDeleted {}])
             .when(DocumentCommand::Retry)
             .then_error_code("not_found");
+    }
+
+    #[test]
+    fn the_lease_holder_records_the_stages_of_its_attempt() {
+        let given = [
+            registered(),
+            started("w1", 1, at(0)),
+            started("w2", 2, at(LEASE_MINUTES)),
+        ];
+        let stage = |stage: ProcessingStage| DocumentCommand::RecordStage {
+            worker: "w2".into(),
+            stage,
+        };
+        for (command, event) in [
+            (
+                stage(ProcessingStage::Extracted {
+                    characters: 4096,
+                    pages: Some(3),
+                }),
+                DocumentEvent::TextExtracted {
+                    attempt: 2,
+                    characters: 4096,
+                    pages: Some(3),
+                },
+            ),
+            (
+                stage(ProcessingStage::Chunked { chunk_count: 40 }),
+                DocumentEvent::TextChunked {
+                    attempt: 2,
+                    chunk_count: 40,
+                },
+            ),
+            (
+                stage(ProcessingStage::Embedded { batch: 2, batches: 2 }),
+                DocumentEvent::EmbeddingBatchCompleted {
+                    attempt: 2,
+                    batch: 2,
+                    batches: 2,
+                },
+            ),
+        ] {
+            let state = Scenario::<Document>::given(given.clone())
+                .when(command)
+                .then_expect([event]);
+            assert_eq!(state, Document::replay(&given), "a stage changes no state");
+        }
+        // the worker whose lease expired may not report for the new attempt
+        Scenario::<Document>::given(given.clone())
+            .when(DocumentCommand::RecordStage {
+                worker: "w1".into(),
+                stage: ProcessingStage::Chunked { chunk_count: 1 },
+            })
+            .then_error_code("not_lease_holder");
+        for (batch, batches) in [(0, 2), (3, 2)] {
+            Scenario::<Document>::given(given.clone())
+                .when(stage(ProcessingStage::Embedded { batch, batches }))
+                .then_reject(is_invalid("batch"));
+        }
+        Scenario::<Document>::given([registered()])
+            .when(stage(ProcessingStage::Chunked { chunk_count: 1 }))
+            .then_error_code("not_lease_holder");
     }
 
     #[test]
@@ -1445,8 +1507,27 @@ mod stored_events {
                 retry_at: at(7) + Duration::milliseconds(1),
             },
             DocumentEvent::RetryRequested {},
+            DocumentEvent::TextExtracted {
+                attempt: 1,
+                characters: u64::MAX,
+                pages: Some(100),
+            },
+            DocumentEvent::TextExtracted {
+                attempt: 2,
+                characters: 0,
+                pages: None,
+            },
+            DocumentEvent::TextChunked {
+                attempt: 1,
+                chunk_count: 12,
+            },
+            DocumentEvent::EmbeddingBatchCompleted {
+                attempt: 1,
+                batch: 1,
+                batches: 3,
+            },
         ];
-        assert_covers_every_variant(&samples, 10, |event| match event {
+        assert_covers_every_variant(&samples, 13, |event| match event {
             DocumentEvent::DocumentRegistered { .. } => 0,
             DocumentEvent::ProcessingStarted { .. } => 1,
             DocumentEvent::DocumentProcessed { .. } => 2,
@@ -1457,6 +1538,9 @@ mod stored_events {
             DocumentEvent::UploadExpired { .. } => 7,
             DocumentEvent::RetryScheduled { .. } => 8,
             DocumentEvent::RetryRequested { .. } => 9,
+            DocumentEvent::TextExtracted { .. } => 10,
+            DocumentEvent::TextChunked { .. } => 11,
+            DocumentEvent::EmbeddingBatchCompleted { .. } => 12,
         });
         samples
     }

@@ -24,6 +24,7 @@ use std::fmt::Debug;
 use chrono::{DateTime, Duration, Utc};
 use domain::document::{
     staging_key, ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, DocumentStatus, FileName,
+    ProcessingStage,
 };
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
@@ -431,6 +432,10 @@ mod document {
             after_minutes: i64,
         },
         Retry,
+        /// The worker reports its text cut into chunks.
+        Stage {
+            worker: usize,
+        },
         Delete,
         /// A presigned upload, `expires_in_minutes` from now (0: refused).
         RequestUpload {
@@ -485,6 +490,7 @@ mod document {
             2 => (worker.clone(), prop::sample::select(vec![0i64, 1]))
                 .prop_map(|(worker, after_minutes)| Step::ScheduleRetry { worker, after_minutes }),
             1 => Just(Step::Retry),
+            1 => worker.clone().prop_map(|worker| Step::Stage { worker }),
             2 => (prop::bool::weighted(0.9), 0u64..10_000, any::<bool>(), prop::sample::select(vec![0i64, 5, 30]))
                 .prop_map(|(matching_id, size_bytes, declare_sha256, expires_in_minutes)| Step::RequestUpload {
                     matching_id,
@@ -591,13 +597,19 @@ mod document {
                         reason: "store unreachable".into(),
                         now: at(clock),
                         max_attempts: plan.max_attempts,
+                        // long beside the steps' clock, so that a start is
+                        // often too early
                         backoff: Backoff {
-                            base: Duration::minutes(1),
-                            max: Duration::minutes(8),
+                            base: Duration::minutes(5),
+                            max: Duration::minutes(40),
                         },
                     }
                 }
                 Step::Retry => DocumentCommand::Retry,
+                Step::Stage { worker } => DocumentCommand::RecordStage {
+                    worker: WORKERS[*worker].into(),
+                    stage: ProcessingStage::Chunked { chunk_count: 7 },
+                },
                 Step::Delete => DocumentCommand::Delete,
                 Step::RequestUpload {
                     matching_id,
@@ -845,6 +857,8 @@ mod document {
                 "StartProcessing rejected retry_not_due",
                 "Retry accepted RetryRequested",
                 "Retry rejected conflict",
+                "RecordStage accepted TextChunked",
+                "RecordStage rejected not_lease_holder",
             ],
             |plan, coverage| {
                 run_and_replay::<Document>(&commands(&plan), coverage, |before, command, decision, after| {

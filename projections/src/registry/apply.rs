@@ -561,6 +561,10 @@ async fn apply_document(
                 .await?;
             mirror_status(transaction, document, "PENDING", at).await?;
         }
+        // progress within an attempt: the row says PROCESSING throughout
+        DocumentEvent::TextExtracted { .. }
+        | DocumentEvent::TextChunked { .. }
+        | DocumentEvent::EmbeddingBatchCompleted { .. } => {}
         DocumentEvent::RetryRequested {} => {
             transaction
                 .execute(

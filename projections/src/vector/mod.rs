@@ -523,6 +523,9 @@ impl VectorProjection {
             | DocumentEvent::ProcessingFailed { .. }
             | DocumentEvent::RetryScheduled { .. }
             | DocumentEvent::RetryRequested {}
+            | DocumentEvent::TextExtracted { .. }
+            | DocumentEvent::TextChunked { .. }
+            | DocumentEvent::EmbeddingBatchCompleted { .. }
             | DocumentEvent::UploadRequested { .. }
             | DocumentEvent::UploadRejected { .. }
             | DocumentEvent::UploadExpired { .. } => {}
