@@ -31,6 +31,8 @@ use crate::config::Config;
 use crate::pipeline::{Embedder, HashingEmbedder};
 use crate::processor::{Processor, ProcessorHandle, ProcessorOptions, WorkSource};
 use crate::upload_cleaner::{UploadCleaner, UploadCleanerHandle};
+use crate::webhooks::{SenderOptions, WebhookSender, WebhookSenderHandle};
+use projections::webhooks::{WebhookProjection, WebhookStore};
 
 /// Which roles this process plays. All three by default, in one process;
 /// with Postgres (and Kafka) they scale out as processes of their own.
@@ -105,6 +107,12 @@ pub struct App {
     processor: Option<ProcessorHandle>,
     /// Ends presigned uploads past their expiry; on project nodes.
     pub upload_cleaner: Option<UploadCleanerHandle>,
+    /// The tenants' webhooks and their delivery outbox.
+    pub webhooks: WebhookStore,
+    /// Keeps the webhooks and queues their deliveries; on project nodes.
+    pub webhook_feed: Feed,
+    /// Sends the queued deliveries; on project nodes.
+    webhook_sender: Option<WebhookSenderHandle>,
     /// Drains the outbox into Kafka, when Kafka is configured.
     pub relay: Option<RelayHandle>,
 }
@@ -301,6 +309,31 @@ impl App {
         } else {
             None
         };
+        let webhooks = WebhookStore::new(database.clone());
+        let (webhook_feed, webhook_sender) = if roles.project {
+            // on the log: a webhook sees its tenant's events in log order
+            let feed = Feed::Log(ProjectionRunner::spawn(
+                store.clone(),
+                Arc::new(WebhookProjection::new(database.clone())),
+                RunnerOptions::default(),
+            ));
+            let sender = WebhookSender::new(
+                webhooks.clone(),
+                store.clone(),
+                vault.clone(),
+                SenderOptions {
+                    max_attempts: config.webhook_max_attempts,
+                    backoff_base: Duration::from_millis(config.webhook_retry_base_ms),
+                    backoff_max: Duration::from_secs(config.webhook_retry_max_secs),
+                    timeout: Duration::from_secs(config.webhook_timeout_secs),
+                    interval: Duration::from_millis(250),
+                },
+            )
+            .context("cannot start the webhook sender")?;
+            (feed, Some(sender.spawn()))
+        } else {
+            (Feed::Elsewhere, None)
+        };
         let upload_cleaner = roles.project.then(|| {
             UploadCleaner::new(
                 registry.clone(),
@@ -333,6 +366,9 @@ impl App {
             key_hasher,
             processor,
             upload_cleaner,
+            webhooks,
+            webhook_feed,
+            webhook_sender,
             relay,
         }))
     }
@@ -352,6 +388,9 @@ impl App {
         if let Some(cleaner) = &self.upload_cleaner {
             cleaner.shutdown().await;
         }
+        if let Some(sender) = &self.webhook_sender {
+            sender.shutdown().await;
+        }
         if let Some(relay) = &self.relay {
             relay.shutdown().await;
         }
@@ -359,6 +398,7 @@ impl App {
         self.vector_feed.shutdown().await;
         self.audit_feed.shutdown().await;
         self.eraser_feed.shutdown().await;
+        self.webhook_feed.shutdown().await;
         if let Some(vectors) = &self.vectors {
             if let Err(error) = vectors.persist().await {
                 tracing::error!(%error, "could not persist the vector index at shutdown");

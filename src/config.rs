@@ -62,6 +62,14 @@ pub struct Config {
     /// `processing_retry_max_secs`.
     pub processing_retry_base_ms: u64,
     pub processing_retry_max_secs: u64,
+    /// Attempts at a webhook delivery before it is dead (the dead-letter
+    /// list); the wait between them starts at `webhook_retry_base_ms` and
+    /// doubles up to `webhook_retry_max_secs`.
+    pub webhook_max_attempts: u32,
+    pub webhook_retry_base_ms: u64,
+    pub webhook_retry_max_secs: u64,
+    /// How long a receiver may take to answer.
+    pub webhook_timeout_secs: u64,
     pub chunk_max_words: usize,
     pub chunk_overlap_words: usize,
     pub embedding_dimensions: usize,
@@ -133,6 +141,10 @@ impl Default for Config {
             processing_max_attempts: 3,
             processing_retry_base_ms: 2_000,
             processing_retry_max_secs: 300,
+            webhook_max_attempts: 8,
+            webhook_retry_base_ms: 1_000,
+            webhook_retry_max_secs: 600,
+            webhook_timeout_secs: 10,
             chunk_max_words: 120,
             chunk_overlap_words: 20,
             embedding_dimensions: 384,
@@ -258,6 +270,18 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.processing_retry_max_secs) {
             return invalid("NEUROSTASH_PROCESSING_RETRY_MAX_SECS", "must be between 1 and 86400");
+        }
+        if !(1..=100).contains(&self.webhook_max_attempts) {
+            return invalid("NEUROSTASH_WEBHOOK_MAX_ATTEMPTS", "must be between 1 and 100");
+        }
+        if !(1..=3_600_000).contains(&self.webhook_retry_base_ms) {
+            return invalid("NEUROSTASH_WEBHOOK_RETRY_BASE_MS", "must be between 1 and 3600000");
+        }
+        if !(1..=86_400).contains(&self.webhook_retry_max_secs) {
+            return invalid("NEUROSTASH_WEBHOOK_RETRY_MAX_SECS", "must be between 1 and 86400");
+        }
+        if !(1..=300).contains(&self.webhook_timeout_secs) {
+            return invalid("NEUROSTASH_WEBHOOK_TIMEOUT_SECS", "must be between 1 and 300");
         }
         if self.max_upload_bytes == 0 {
             return invalid("NEUROSTASH_MAX_UPLOAD_BYTES", "must be positive");

@@ -14,7 +14,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 17] = [
+const EXPECTED_TABLES: [&str; 19] = [
     "api_keys",
     "audit_log",
     "documents_registry",
@@ -32,6 +32,8 @@ const EXPECTED_TABLES: [&str; 17] = [
     "projection_generations",
     "projection_offsets",
     "user_clients",
+    "webhook_deliveries",
+    "webhooks",
 ];
 
 /// sqlx records applied migrations here; it stays after a full revert, empty.
@@ -329,6 +331,11 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         index("pending_uploads", false, &["user_id"]),
         // A tenant's documents by content, for dedup.
         index("documents_registry", false, &["user_id", "sha256"]),
+        // Webhooks by tenant; each webhook's queue in order; one delivery
+        // per webhook and event.
+        index("webhooks", false, &["user_id"]),
+        index("webhook_deliveries", false, &["webhook_id", "status", "seq"]),
+        index("webhook_deliveries", true, &["webhook_id", "event_id"]),
     ];
     if backend == Backend::Postgres {
         // The log order readers page by.
@@ -435,6 +442,14 @@ async fn write_sample_rows(database: &Database) {
          knowledge_base_id, expires_at, created_at) VALUES ('7b0b7f5e-0000-4000-8000-000000000008', \
          '7b0b7f5e-0000-4000-8000-000000000001', '7b0b7f5e-0000-4000-8000-000000000009', 'staging/x', 10, NULL, \
          NULL, '2026-01-01T01:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO webhooks (id, user_id, url, event_types, secret, created_at) VALUES \
+         ('7b0b7f5e-0000-4000-8000-00000000000a', '7b0b7f5e-0000-4000-8000-000000000001', 'https://example.com', \
+          '[\"*\"]', 'nsf1.x.y', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO webhook_deliveries (id, webhook_id, user_id, event_id, event_type, stream_id, stream_version, \
+         status, attempts, next_attempt_at, created_at) VALUES ('7b0b7f5e-0000-4000-8000-00000000000b', \
+         '7b0b7f5e-0000-4000-8000-00000000000a', '7b0b7f5e-0000-4000-8000-000000000001', \
+         '7b0b7f5e-0000-4000-8000-00000000000c', 'DocumentProcessed', 'document-x', 3, 'PENDING', 0, \
+         '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO encryption_keys (id, user_id, wrapped_key, master_key_id, created_at) VALUES \
          ('0123456789abcdef', '7b0b7f5e-0000-4000-8000-000000000001', 'wrapped', 'master', \
           '2026-01-01T00:00:00.000000Z')",

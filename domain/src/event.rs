@@ -114,5 +114,10 @@ macro_rules! event_payload {
                 }
             }
         }
+
+        impl $enum {
+            /// Every event type of this enum, as `event_type` names them.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+        }
     };
 }

@@ -143,7 +143,24 @@ pub enum TenantCommand {
     Erase {
         erasure_id: Uuid,
     },
+    /// A URL that is to receive the tenant's document events of
+    /// `event_types` (`*` for all), signed with `secret` (sealed by the
+    /// caller under the tenant's data key: the signer must read it back).
+    RegisterWebhook {
+        webhook_id: Uuid,
+        url: String,
+        event_types: Vec<String>,
+        secret: Sealed,
+    },
+    RemoveWebhook {
+        webhook_id: Uuid,
+    },
 }
+
+/// The most webhooks a tenant may have at once.
+pub const MAX_WEBHOOKS: usize = 10;
+/// The longest webhook URL taken.
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
@@ -178,6 +195,17 @@ pub enum TenantEvent {
     TenantErased {
         erasure_id: Uuid,
     },
+    WebhookRegistered {
+        webhook_id: Uuid,
+        url: String,
+        /// Document event types, or `*` for all of them.
+        event_types: Vec<String>,
+        /// The signing secret, sealed under the tenant's data key.
+        secret: Sealed,
+    },
+    WebhookRemoved {
+        webhook_id: Uuid,
+    },
 }
 event_payload!(TenantEvent {
     TenantRegistered,
@@ -185,6 +213,8 @@ event_payload!(TenantEvent {
     ApiKeyRevoked,
     EncryptionKeyRotated,
     TenantErased,
+    WebhookRegistered,
+    WebhookRemoved,
 });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +231,7 @@ pub struct Tenant {
     pub api_keys: BTreeMap<ApiKeyId, ApiKeyState>,
     /// Set once erased: the tenant takes no command again.
     pub erased: Option<Uuid>,
+    pub webhooks: std::collections::BTreeSet<Uuid>,
 }
 
 impl Tenant {
@@ -308,6 +339,78 @@ impl Aggregate for Tenant {
                 }
                 Ok(vec![TenantEvent::EncryptionKeyRotated { key_id: key_id.clone() }])
             }
+            TenantCommand::RegisterWebhook {
+                webhook_id,
+                url,
+                event_types,
+                secret,
+            } => {
+                self.registered()?;
+                if self.webhooks.contains(webhook_id) {
+                    return Err(DomainError::AlreadyExists {
+                        entity: "webhook",
+                        id: webhook_id.to_string(),
+                    });
+                }
+                if self.webhooks.len() >= MAX_WEBHOOKS {
+                    return Err(DomainError::invalid(
+                        "webhooks",
+                        format!("a tenant has at most {MAX_WEBHOOKS} webhooks"),
+                    ));
+                }
+                let url = url.trim();
+                let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
+                let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+                if !matches!(scheme, "http" | "https") || host.is_empty() {
+                    return Err(DomainError::invalid(
+                        "url",
+                        "must be an http:// or https:// url with a host",
+                    ));
+                }
+                if url.len() > MAX_WEBHOOK_URL_BYTES || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(DomainError::invalid(
+                        "url",
+                        format!("must be at most {MAX_WEBHOOK_URL_BYTES} bytes, without spaces or control characters"),
+                    ));
+                }
+                let mut types: Vec<String> = event_types.iter().map(|name| name.trim().to_owned()).collect();
+                types.sort();
+                types.dedup();
+                if types.is_empty() {
+                    return Err(DomainError::invalid("events", "name at least one event type, or *"));
+                }
+                let known = crate::document::DocumentEvent::TYPES;
+                if let Some(unknown) = types
+                    .iter()
+                    .find(|name| *name != "*" && !known.contains(&name.as_str()))
+                {
+                    return Err(DomainError::invalid(
+                        "events",
+                        format!(
+                            "{unknown:?} is not a document event type: one of {}, or *",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                Ok(vec![TenantEvent::WebhookRegistered {
+                    webhook_id: *webhook_id,
+                    url: url.to_owned(),
+                    event_types: types,
+                    secret: secret.clone(),
+                }])
+            }
+            TenantCommand::RemoveWebhook { webhook_id } => {
+                self.registered()?;
+                if !self.webhooks.contains(webhook_id) {
+                    return Err(DomainError::NotFound {
+                        entity: "webhook",
+                        id: webhook_id.to_string(),
+                    });
+                }
+                Ok(vec![TenantEvent::WebhookRemoved {
+                    webhook_id: *webhook_id,
+                }])
+            }
             TenantCommand::Erase { erasure_id } => {
                 // erasing twice is a retry: the first erasure stands
                 if self.erased.is_some() {
@@ -343,10 +446,17 @@ impl Aggregate for Tenant {
                 }
             }
             TenantEvent::EncryptionKeyRotated { .. } => {}
+            TenantEvent::WebhookRegistered { webhook_id, .. } => {
+                self.webhooks.insert(*webhook_id);
+            }
+            TenantEvent::WebhookRemoved { webhook_id } => {
+                self.webhooks.remove(webhook_id);
+            }
             TenantEvent::TenantErased { erasure_id } => {
                 self.erased = Some(*erasure_id);
                 self.email = None;
                 self.api_keys.clear();
+                self.webhooks.clear();
             }
         }
     }

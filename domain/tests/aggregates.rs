@@ -12,6 +12,7 @@ use domain::knowledge_base::{
 };
 use domain::tenant::{
     ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS, MAX_KEY_KNOWLEDGE_BASES,
+    MAX_WEBHOOKS, MAX_WEBHOOK_URL_BYTES,
 };
 use domain::testing::{stand_in_sealed, Scenario};
 use domain::Protected;
@@ -366,6 +367,93 @@ mod tenant {
         Scenario::<Tenant>::given([registered(Role::User), issued(1, Role::User)])
             .when(revoke(2))
             .then_reject(|error| matches!(error, DomainError::NotFound { entity: "api key", id } if id == "key-2"));
+    }
+
+    fn register_webhook(id: u128, url: &str, events: &[&str]) -> TenantCommand {
+        TenantCommand::RegisterWebhook {
+            webhook_id: Uuid::from_u128(id),
+            url: url.into(),
+            event_types: events.iter().map(|name| (*name).to_owned()).collect(),
+            secret: stand_in_sealed("secret"),
+        }
+    }
+
+    #[test]
+    fn a_webhook_is_registered_with_its_types_sorted_and_deduplicated() {
+        let state = Scenario::<Tenant>::given([registered(Role::User)])
+            .when(register_webhook(
+                1,
+                " https://hooks.example.com/x ",
+                &["TextChunked", "DocumentProcessed", "TextChunked"],
+            ))
+            .then_expect([TenantEvent::WebhookRegistered {
+                webhook_id: Uuid::from_u128(1),
+                url: "https://hooks.example.com/x".into(),
+                event_types: vec!["DocumentProcessed".into(), "TextChunked".into()],
+                secret: stand_in_sealed("secret"),
+            }]);
+        assert!(state.webhooks.contains(&Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn webhooks_refuse_bad_urls_unknown_types_and_more_than_the_maximum() {
+        for (url, events) in [
+            ("ftp://example.com", &["*"][..]),
+            ("https://", &["*"]),
+            ("https:///path", &["*"]),
+            ("http://example.com/a b", &["*"]),
+            ("http://example.com", &[]),
+            ("http://example.com", &["Nope"]),
+            ("http://example.com", &["TenantErased"]),
+        ] {
+            Scenario::<Tenant>::given([registered(Role::User)])
+                .when(register_webhook(1, url, events))
+                .then_error_code("invalid_input");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_WEBHOOK_URL_BYTES));
+        Scenario::<Tenant>::given([registered(Role::User)])
+            .when(register_webhook(1, &long, &["*"]))
+            .then_reject(is_invalid("url"));
+        let mut given = vec![registered(Role::User)];
+        for id in 0..MAX_WEBHOOKS as u128 {
+            given.push(TenantEvent::WebhookRegistered {
+                webhook_id: Uuid::from_u128(id + 100),
+                url: "https://example.com".into(),
+                event_types: vec!["*".into()],
+                secret: stand_in_sealed("secret"),
+            });
+        }
+        Scenario::<Tenant>::given(given)
+            .when(register_webhook(1, "https://example.com", &["*"]))
+            .then_reject(is_invalid("webhooks"));
+    }
+
+    #[test]
+    fn a_webhook_is_removed_once_and_an_erased_tenant_has_none() {
+        let registered_hook = TenantEvent::WebhookRegistered {
+            webhook_id: Uuid::from_u128(1),
+            url: "https://example.com".into(),
+            event_types: vec!["*".into()],
+            secret: stand_in_sealed("secret"),
+        };
+        let state = Scenario::<Tenant>::given([registered(Role::User), registered_hook.clone()])
+            .when(TenantCommand::RemoveWebhook {
+                webhook_id: Uuid::from_u128(1),
+            })
+            .then_expect([TenantEvent::WebhookRemoved {
+                webhook_id: Uuid::from_u128(1),
+            }]);
+        assert!(state.webhooks.is_empty());
+        Scenario::<Tenant>::given([registered(Role::User)])
+            .when(TenantCommand::RemoveWebhook {
+                webhook_id: Uuid::from_u128(1),
+            })
+            .then_error_code("not_found");
+        let erased = TenantEvent::TenantErased {
+            erasure_id: Uuid::from_u128(3),
+        };
+        let state = Tenant::replay(&[registered(Role::User), registered_hook, erased]);
+        assert!(state.webhooks.is_empty());
     }
 }
 
@@ -1428,13 +1516,24 @@ mod stored_events {
             TenantEvent::TenantErased {
                 erasure_id: Uuid::from_u128(7),
             },
+            TenantEvent::WebhookRegistered {
+                webhook_id: Uuid::from_u128(9),
+                url: "https://hooks.example.com/neurostash?team=a&b=✓".into(),
+                event_types: vec!["*".into()],
+                secret: stand_in_sealed("0f".repeat(32).as_str()),
+            },
+            TenantEvent::WebhookRemoved {
+                webhook_id: Uuid::from_u128(9),
+            },
         ];
-        assert_covers_every_variant(&samples, 5, |event| match event {
+        assert_covers_every_variant(&samples, 7, |event| match event {
             TenantEvent::TenantRegistered { .. } => 0,
             TenantEvent::ApiKeyIssued { .. } => 1,
             TenantEvent::ApiKeyRevoked { .. } => 2,
             TenantEvent::EncryptionKeyRotated { .. } => 3,
             TenantEvent::TenantErased { .. } => 4,
+            TenantEvent::WebhookRegistered { .. } => 5,
+            TenantEvent::WebhookRemoved { .. } => 6,
         });
         samples
     }

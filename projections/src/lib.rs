@@ -10,3 +10,4 @@ pub mod registry;
 pub mod runtime;
 mod sql;
 pub mod vector;
+pub mod webhooks;

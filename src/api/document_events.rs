@@ -10,7 +10,7 @@ use std::time::Duration;
 use actors::store::{EventStore, RecordedEvent};
 use chrono::{DateTime, Utc};
 use domain::document::{Document, DocumentEvent};
-use domain::{Aggregate, AnyEvent, DocumentId, StreamId, TenantId};
+use domain::{Aggregate, DocumentId, StreamId, TenantId};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use poem::web::sse::Event;
@@ -19,13 +19,14 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::EventStream;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{Object, OpenApi, Tags};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::documents::reachable_document;
 use super::error::ApiError;
 use super::ApiKeyAuth;
 use crate::app::App;
+use crate::event_view::{decode, event_data};
 
 #[derive(Tags)]
 enum Tag {
@@ -173,7 +174,7 @@ impl Watch {
                         event_type: event.event_type.clone(),
                         recorded_at: event.recorded_at,
                         status,
-                        data: self.shown(&decoded).await,
+                        data: event_data(&self.app.vault, self.tenant, &decoded).await,
                     });
                     if self.ended {
                         break;
@@ -182,59 +183,6 @@ impl Watch {
                 return Some(views);
             }
             let _ = tokio::time::timeout(POLL, woken).await;
-        }
-    }
-
-    /// The event's fields for its tenant: sealed file names opened, the
-    /// store's internal keys left out.
-    async fn shown(&self, event: &DocumentEvent) -> Value {
-        let reveal = |name: &domain::Protected| {
-            let stored = name.as_str().to_owned();
-            let app = self.app.clone();
-            let tenant = self.tenant;
-            async move { app.reveal(tenant, "file_name", &stored).await }
-        };
-        match event {
-            DocumentEvent::DocumentRegistered {
-                file_name,
-                content_type,
-                size_bytes,
-                sha256,
-                ..
-            } => json!({
-                "file_name": reveal(file_name).await,
-                "content_type": content_type,
-                "size_bytes": size_bytes,
-                "sha256": sha256,
-            }),
-            DocumentEvent::UploadRequested {
-                upload_id,
-                file_name,
-                content_type,
-                size_bytes,
-                expires_at,
-                ..
-            } => json!({
-                "upload_id": upload_id,
-                "file_name": reveal(file_name).await,
-                "content_type": content_type,
-                "size_bytes": size_bytes,
-                "expires_at": expires_at,
-            }),
-            DocumentEvent::ProcessingStarted {
-                attempt,
-                lease_expires_at,
-                ..
-            } => json!({ "attempt": attempt, "lease_expires_at": lease_expires_at }),
-            DocumentEvent::DocumentProcessed { artifact } => json!({
-                "chunk_count": artifact.chunk_count,
-                "embedder": artifact.embedder,
-                "dimensions": artifact.dimensions,
-            }),
-            other => serde_json::to_value(other)
-                .ok()
-                .and_then(|mut value| value.get_mut("data").map(Value::take))
-                .unwrap_or(Value::Null),
         }
     }
 }
@@ -247,17 +195,5 @@ async fn read(store: &Arc<dyn EventStore>, stream_id: &StreamId, after: i64) -> 
             tracing::warn!(%stream_id, %error, "document event stream ends: the log cannot be read");
             None
         }
-    }
-}
-
-fn decode(event: &RecordedEvent) -> Option<DocumentEvent> {
-    match AnyEvent::decode(
-        Document::CATEGORY,
-        &event.event_type,
-        event.schema_version,
-        event.payload.clone(),
-    ) {
-        Ok(AnyEvent::Document(decoded)) => Some(decoded),
-        _ => None,
     }
 }

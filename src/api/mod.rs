@@ -14,6 +14,7 @@ mod knowledge_bases;
 mod schemas;
 mod uploads;
 pub mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -31,8 +32,7 @@ use uuid::Uuid;
 use crate::app::{App, Feed};
 use error::ApiError;
 
-/// Shown in place of a sealed value that cannot be opened.
-pub const UNREADABLE: &str = "(unreadable)";
+pub use crate::event_view::UNREADABLE;
 
 /// Who is calling: resolved from the API key on every request.
 ///
@@ -157,16 +157,7 @@ impl App {
     /// (its key destroyed, its bytes altered) is shown as such and logged,
     /// rather than failing a whole listing.
     pub async fn reveal(&self, tenant_id: TenantId, field: &str, stored: &str) -> String {
-        match domain::Protected::from_stored(stored) {
-            domain::Protected::Plain(text) => text,
-            domain::Protected::Sealed(sealed) => match self.vault.open(tenant_id, field, &sealed).await {
-                Ok(text) => text,
-                Err(error) => {
-                    tracing::warn!(%tenant_id, field, key_id = sealed.key_id(), %error, "cannot open a sealed field");
-                    UNREADABLE.to_owned()
-                }
-            },
-        }
+        crate::event_view::reveal(&self.vault, tenant_id, field, stored).await
     }
 
     /// Waits, bounded, until the registry shows a write, so the client's next
@@ -210,6 +201,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
             documents::DocumentsApi,
             uploads::UploadsApi,
             document_events::DocumentEventsApi,
+            webhooks::WebhooksApi,
             schemas::SchemasApi,
             audit::AuditApi,
             erasures::ErasuresApi,

@@ -395,7 +395,10 @@ async fn apply_tenant(
                 .await?;
         }
         // key material and its rows live in the vault, not in the registry
-        TenantEvent::EncryptionKeyRotated { .. } => {}
+        // webhooks are the webhook projection's
+        TenantEvent::EncryptionKeyRotated { .. }
+        | TenantEvent::WebhookRegistered { .. }
+        | TenantEvent::WebhookRemoved { .. } => {}
         TenantEvent::TenantErased { erasure_id } => {
             // every row of the tenant goes; the links of its knowledge bases
             // and of its documents first, while the subqueries can find them
