@@ -154,11 +154,18 @@ async fn journey(app: TestApp, objects: Objects) {
     let (_, rest) = app.get("/v1/documents?limit=2&offset=2", &key).await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
 
-    // the same file name again is a conflict, and nothing of the refused
-    // upload is left behind
-    let (status, problem) = app.upload(&key, "solar.txt", "other text", Some(&kb)).await;
-    assert_eq!(status, 409, "{problem}");
-    assert_eq!(problem["code"], "already_exists");
+    // the same file again is the document it already is: answered with it,
+    // nothing stored twice (other bytes under its name would be a new
+    // version, tests/versions.rs)
+    let (status, same) = app.upload(&key, "solar.txt", SOLAR, Some(&kb)).await;
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(
+        (same["id"].as_str(), same["duplicate"].as_bool()),
+        (Some(ids[0].as_str()), Some(true)),
+        "{same}"
+    );
+    let (_, page) = app.get("/v1/documents", &key).await;
+    assert_eq!(page["total"], 3, "{page}");
 
     // removing a document from the knowledge base removes it from search
     let (status, _) = app

@@ -14,9 +14,10 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 /// Every table the migrations create, beside sqlx's own bookkeeping table.
-const EXPECTED_TABLES: [&str; 19] = [
+const EXPECTED_TABLES: [&str; 20] = [
     "api_keys",
     "audit_log",
+    "document_versions",
     "documents_registry",
     "encryption_keys",
     "erased_tenants",
@@ -334,6 +335,8 @@ fn assert_fully_migrated(backend: Backend, schema: &Schema) {
         // Webhooks by tenant; each webhook's queue in order; one delivery
         // per webhook and event.
         index("webhooks", false, &["user_id"]),
+        index("document_versions", true, &["document_id", "version"]),
+        index("document_versions", false, &["user_id"]),
         index("webhook_deliveries", false, &["webhook_id", "status", "seq"]),
         index("webhook_deliveries", true, &["webhook_id", "event_id"]),
     ];
@@ -442,6 +445,10 @@ async fn write_sample_rows(database: &Database) {
          knowledge_base_id, expires_at, created_at) VALUES ('7b0b7f5e-0000-4000-8000-000000000008', \
          '7b0b7f5e-0000-4000-8000-000000000001', '7b0b7f5e-0000-4000-8000-000000000009', 'staging/x', 10, NULL, \
          NULL, '2026-01-01T01:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO document_versions (document_id, version, user_id, content_type, size_bytes, sha256, \
+         object_key, created_at) VALUES ('7b0b7f5e-0000-4000-8000-000000000002', 1, \
+         '7b0b7f5e-0000-4000-8000-000000000001', 'application/pdf', 10, 'ab', 'tenants/x', \
+         '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO webhooks (id, user_id, url, event_types, secret, created_at) VALUES \
          ('7b0b7f5e-0000-4000-8000-00000000000a', '7b0b7f5e-0000-4000-8000-000000000001', 'https://example.com', \
           '[\"*\"]', 'nsf1.x.y', '2026-01-01T00:00:00.000000Z')",

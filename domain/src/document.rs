@@ -318,6 +318,16 @@ pub enum DocumentEvent {
     /// A FAILED document is to be processed again, its attempts counted
     /// from zero.
     RetryRequested {},
+    /// New bytes under the document's name: version `version` replaces the
+    /// current one in every index once it is processed; the document is
+    /// PENDING again. Earlier versions stay listed.
+    DocumentVersionAdded {
+        version: u32,
+        content_type: String,
+        size_bytes: u64,
+        sha256: String,
+        object_key: String,
+    },
     /// Attempt `attempt` has the document's text out of its file.
     TextExtracted {
         attempt: u32,
@@ -373,6 +383,7 @@ event_payload!(DocumentEvent {
     DocumentDeleted,
     RetryScheduled,
     RetryRequested,
+    DocumentVersionAdded,
     TextExtracted,
     TextChunked,
     EmbeddingBatchCompleted,
@@ -417,6 +428,10 @@ pub struct Document {
     pub retry_at: Option<DateTime<Utc>>,
     pub artifact: Option<ArtifactRef>,
     pub deleted: bool,
+    /// 1 at registration, one more for each new version.
+    pub version: u32,
+    /// The SHA-256 of the current version's bytes.
+    pub sha256: Option<String>,
     /// An open presigned upload. A stream may hold one before its first
     /// registration (`id` is still `None` then) or after a delete.
     pub pending_upload: Option<PendingUpload>,
@@ -497,23 +512,34 @@ impl Aggregate for Document {
                 sha256,
                 object_key,
             } => {
-                // a deleted document's stream may be registered again: the
-                // same file name uploaded after a delete
-                if self.is_live() {
-                    return Err(DomainError::AlreadyExists {
-                        entity: "document",
-                        id: document_id.to_string(),
-                    });
-                }
-                // the same file name sent directly while a presigned upload
-                // of it is open: one of them would be lost
-                self.refuse_pending_upload()?;
                 if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
                     return Err(DomainError::invalid(
                         "document_id",
                         "does not match tenant and file name",
                     ));
                 }
+                // other bytes under the name of a live document are its next
+                // version; the same bytes are the document it already is
+                if self.is_live() {
+                    if self.sha256.as_deref() == Some(sha256.as_str()) {
+                        return Err(DomainError::AlreadyExists {
+                            entity: "document",
+                            id: document_id.to_string(),
+                        });
+                    }
+                    return Ok(vec![DocumentEvent::DocumentVersionAdded {
+                        version: self.version + 1,
+                        content_type: content_type.clone(),
+                        size_bytes: *size_bytes,
+                        sha256: sha256.clone(),
+                        object_key: object_key.clone(),
+                    }]);
+                }
+                // a deleted document's stream may be registered again: the
+                // same file name uploaded after a delete; the same name sent
+                // directly while a presigned upload of it is open is refused,
+                // or one of them would be lost
+                self.refuse_pending_upload()?;
                 Ok(vec![DocumentEvent::DocumentRegistered {
                     document_id: *document_id,
                     tenant_id: *tenant_id,
@@ -789,6 +815,7 @@ impl Aggregate for Document {
                 file_name,
                 content_type,
                 object_key,
+                sha256,
                 ..
             } => {
                 *self = Document {
@@ -798,8 +825,29 @@ impl Aggregate for Document {
                     content_type: Some(content_type.clone()),
                     object_key: Some(object_key.clone()),
                     status: Some(DocumentStatus::Pending),
+                    version: 1,
+                    sha256: Some(sha256.clone()),
                     ..Document::default()
                 };
+            }
+            DocumentEvent::DocumentVersionAdded {
+                version,
+                content_type,
+                sha256,
+                object_key,
+                ..
+            } => {
+                // a lease on the earlier version ends: its result no longer counts
+                self.version = *version;
+                self.content_type = Some(content_type.clone());
+                self.sha256 = Some(sha256.clone());
+                self.object_key = Some(object_key.clone());
+                self.status = Some(DocumentStatus::Pending);
+                self.lease = None;
+                self.attempts = 0;
+                self.error = None;
+                self.retry_at = None;
+                self.artifact = None;
             }
             DocumentEvent::ProcessingStarted {
                 worker,

@@ -840,6 +840,73 @@ mod document {
             .then_error_code("not_lease_holder");
     }
 
+    fn register_bytes(sha256: &str) -> DocumentCommand {
+        DocumentCommand::Register {
+            document_id: document_id(),
+            tenant_id: owner(),
+            file_name: FileName::parse("report.pdf").unwrap(),
+            sealed_file_name: stand_in_sealed("report.pdf"),
+            content_type: "application/pdf".into(),
+            size_bytes: 99,
+            sha256: sha256.into(),
+            object_key: format!("tenants/x/documents/{}/v2", document_id()),
+        }
+    }
+
+    #[test]
+    fn other_bytes_under_a_live_documents_name_are_its_next_version() {
+        let processed = DocumentEvent::DocumentProcessed { artifact: artifact() };
+        let state = Scenario::<Document>::given([registered(), started("w1", 1, at(0)), processed])
+            .when(register_bytes(&"cd".repeat(32)))
+            .then_expect([DocumentEvent::DocumentVersionAdded {
+                version: 2,
+                content_type: "application/pdf".into(),
+                size_bytes: 99,
+                sha256: "cd".repeat(32),
+                object_key: format!("tenants/x/documents/{}/v2", document_id()),
+            }]);
+        assert_eq!(state.version, 2);
+        assert_eq!(state.status, Some(DocumentStatus::Pending));
+        assert_eq!((state.attempts, state.artifact, state.lease), (0, None, None));
+        assert_eq!(
+            state.object_key,
+            Some(format!("tenants/x/documents/{}/v2", document_id()))
+        );
+    }
+
+    #[test]
+    fn a_new_version_ends_the_lease_on_the_old_and_the_same_bytes_are_no_version() {
+        let given = [registered(), started("w1", 1, at(0))];
+        let state = Scenario::<Document>::given(given.clone())
+            .when(register_bytes(&"cd".repeat(32)))
+            .then_expect([DocumentEvent::DocumentVersionAdded {
+                version: 2,
+                content_type: "application/pdf".into(),
+                size_bytes: 99,
+                sha256: "cd".repeat(32),
+                object_key: format!("tenants/x/documents/{}/v2", document_id()),
+            }]);
+        assert_eq!(state.lease, None);
+        let mut versioned: Vec<DocumentEvent> = given.to_vec();
+        versioned.push(DocumentEvent::DocumentVersionAdded {
+            version: 2,
+            content_type: "application/pdf".into(),
+            size_bytes: 99,
+            sha256: "cd".repeat(32),
+            object_key: "k".into(),
+        });
+        Scenario::<Document>::given(versioned)
+            .when(DocumentCommand::CompleteProcessing {
+                worker: "w1".into(),
+                artifact: artifact(),
+            })
+            .then_error_code("not_lease_holder");
+        // registered() has "ab" * 32: the same bytes again
+        Scenario::<Document>::given([registered()])
+            .when(register_bytes(&"ab".repeat(32)))
+            .then_error_code("already_exists");
+    }
+
     #[test]
     fn an_expired_lease_after_max_attempts_fails_the_document() {
         let state = Scenario::<Document>::given([
@@ -1625,8 +1692,15 @@ mod stored_events {
                 batch: 1,
                 batches: 3,
             },
+            DocumentEvent::DocumentVersionAdded {
+                version: 2,
+                content_type: "text/markdown".into(),
+                size_bytes: 0,
+                sha256: "ef".repeat(32),
+                object_key: "tenants/x/documents/y/z".into(),
+            },
         ];
-        assert_covers_every_variant(&samples, 13, |event| match event {
+        assert_covers_every_variant(&samples, 14, |event| match event {
             DocumentEvent::DocumentRegistered { .. } => 0,
             DocumentEvent::ProcessingStarted { .. } => 1,
             DocumentEvent::DocumentProcessed { .. } => 2,
@@ -1640,6 +1714,7 @@ mod stored_events {
             DocumentEvent::TextExtracted { .. } => 10,
             DocumentEvent::TextChunked { .. } => 11,
             DocumentEvent::EmbeddingBatchCompleted { .. } => 12,
+            DocumentEvent::DocumentVersionAdded { .. } => 13,
         });
         samples
     }

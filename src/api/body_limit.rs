@@ -116,41 +116,52 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok());
-        let cut = Arc::new(AtomicBool::new(false));
-        match declared {
-            Some(length) if length > max_bytes as u64 => {
-                linger(request.take_body().into_bytes_stream().boxed());
-                return Err(ApiError::BodyTooLarge { limit: max_bytes }.into());
-            }
-            // the server reads no more than the declared length
-            Some(_) => {}
-            None => {
-                let cut = cut.clone();
-                let body = request.take_body().into_bytes_stream().boxed();
-                let stream = futures::stream::unfold(Some((body, 0usize)), move |state| {
-                    let cut = cut.clone();
-                    async move {
-                        let (mut body, seen) = state?;
-                        let chunk = match body.next().await? {
-                            Ok(chunk) => chunk,
-                            Err(error) => return Some((Err(error), None)),
-                        };
-                        let seen = seen.saturating_add(chunk.len());
-                        if seen > max_bytes {
-                            cut.store(true, Ordering::Relaxed);
-                            linger(body);
-                            let error = std::io::Error::other(format!(
-                                "request body is larger than the limit of {max_bytes} bytes"
-                            ));
-                            return Some((Err(error), None));
-                        }
-                        Some((Ok(chunk), Some((body, seen))))
-                    }
-                });
-                request.set_body(Body::from_bytes_stream(stream));
-            }
+        if declared.is_some_and(|length| length > max_bytes as u64) {
+            linger(request.take_body().into_bytes_stream().boxed());
+            return Err(ApiError::BodyTooLarge { limit: max_bytes }.into());
         }
+        // the body stays reachable from here whatever the route does with
+        // it, so that what the route leaves unread is lingered over below;
+        // an undeclared (chunked) length is counted and cut at the bound
+        let cut = Arc::new(AtomicBool::new(false));
+        let unread: Arc<tokio::sync::Mutex<Option<actors::objects::ByteStream>>> = Arc::new(tokio::sync::Mutex::new(
+            Some(request.take_body().into_bytes_stream().boxed()),
+        ));
+        let counted = declared.is_none();
+        let stream = futures::stream::unfold((unread.clone(), 0usize), {
+            let cut = cut.clone();
+            move |(unread, seen)| {
+                let cut = cut.clone();
+                async move {
+                    let mut slot = unread.lock().await;
+                    let chunk = match slot.as_mut()?.next().await? {
+                        Ok(chunk) => chunk,
+                        Err(error) => return Some((Err(error), (unread.clone(), seen))),
+                    };
+                    let seen = seen.saturating_add(chunk.len());
+                    if counted && seen > max_bytes {
+                        cut.store(true, Ordering::Relaxed);
+                        if let Some(rest) = slot.take() {
+                            linger(rest);
+                        }
+                        let error = std::io::Error::other(format!(
+                            "request body is larger than the limit of {max_bytes} bytes"
+                        ));
+                        drop(slot);
+                        return Some((Err(error), (unread.clone(), seen)));
+                    }
+                    drop(slot);
+                    Some((Ok(chunk), (unread, seen)))
+                }
+            }
+        });
+        request.set_body(Body::from_bytes_stream(stream));
         let result = self.inner.call(request).await.map(IntoResponse::into_response);
+        // a route that answered without reading its whole body (a 415, a
+        // 404 before the body is looked at) leaves the rest arriving
+        if let Some(rest) = unread.lock().await.take() {
+            linger(rest);
+        }
         // the route saw only a failed read, which it reports as it can (a
         // JSON parse error, a broken multipart form): the failure was the
         // bound, and the client is told so. A route that succeeded anyway

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use actors::objects::{ByteStream, ObjectStore, ObjectStoreError};
 use chrono::{DateTime, Utc};
-use domain::document::{DocumentCommand, FileName};
+use domain::document::{DocumentCommand, DocumentEvent, FileName};
 use domain::{DocumentId, KnowledgeBaseId, Sealed};
 use futures::StreamExt;
 use poem::web::{Data, Field, Multipart};
@@ -379,6 +379,10 @@ async fn receive_upload(
 pub(super) struct Accepted {
     pub(super) id: Uuid,
     pub(super) status: String,
+    /// The version the upload made: 1 for a new document, more for new
+    /// bytes under the name of an existing one.
+    #[oai(skip_serializing_if_is_none)]
+    pub(super) version: Option<u32>,
 }
 
 /// An upload of bytes the tenant already has: the document that has them.
@@ -470,6 +474,22 @@ impl DocumentView {
             updated_at: row.updated_at,
         }
     }
+}
+
+#[derive(Object)]
+struct VersionView {
+    version: i64,
+    content_type: String,
+    size_bytes: i64,
+    sha256: String,
+    created_at: DateTime<Utc>,
+    /// The version the document is now: its chunks are the ones searched.
+    current: bool,
+}
+
+#[derive(Object)]
+struct VersionList {
+    items: Vec<VersionView>,
 }
 
 #[derive(Object)]
@@ -578,13 +598,26 @@ impl DocumentsApi {
                 return Err(ApiError::from(error).into());
             }
         };
+        let version = registered.events.iter().find_map(|event| match event {
+            DocumentEvent::DocumentRegistered { .. } => Some(1),
+            DocumentEvent::DocumentVersionAdded { version, .. } => Some(*version),
+            _ => None,
+        });
         app.settle(registered.written).await;
         if let Some(kb) = knowledge_base {
-            link_document(&app, &caller, kb, document_id, caller.tenant_id).await?;
+            match link_document(&app, &caller, kb, document_id, caller.tenant_id).await {
+                Ok(()) => {}
+                // a new version of a document that is there already
+                Err(ApiError::Conflict {
+                    code: "already_exists", ..
+                }) if version > Some(1) => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         Ok(UploadResponse::Accepted(Json(Accepted {
             id: document_id.0,
             status: "PENDING".into(),
+            version,
         })))
     }
 
@@ -623,6 +656,36 @@ impl DocumentsApi {
         Ok(Json(DocumentView::of(&app, row).await))
     }
 
+    /// Every version of a document, oldest first; the last is current.
+    #[oai(path = "/documents/:id/versions", method = "get", tag = "Tag::Documents")]
+    async fn versions(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: ApiKeyAuth,
+        id: Path<Uuid>,
+    ) -> poem::Result<Json<VersionList>> {
+        let document = reachable_document(&app, &auth.0, id.0).await?;
+        let rows = app
+            .registry
+            .document_versions(auth.0.tenant_id, document.id)
+            .await
+            .map_err(ApiError::internal)?;
+        let current = rows.last().map(|row| row.version);
+        Ok(Json(VersionList {
+            items: rows
+                .into_iter()
+                .map(|row| VersionView {
+                    version: row.version,
+                    content_type: row.content_type,
+                    size_bytes: row.size_bytes,
+                    sha256: row.sha256,
+                    created_at: row.created_at,
+                    current: Some(row.version) == current,
+                })
+                .collect(),
+        }))
+    }
+
     /// Process a FAILED document again, its attempts counted from zero (409
     /// for a document that has not failed).
     #[oai(path = "/documents/:id/retry", method = "post", tag = "Tag::Documents")]
@@ -640,6 +703,7 @@ impl DocumentsApi {
         Ok(UploadResponse::Accepted(Json(Accepted {
             id: document.id.0,
             status: "PENDING".into(),
+            version: None,
         })))
     }
 
@@ -668,7 +732,9 @@ impl DocumentsApi {
             .await
             .map_err(ApiError::from)?;
         app.settle(outcome.written).await;
-        if let Err(error) = app.objects.delete(&document.object_key).await {
+        // every version's bytes: they are all under the document's folder
+        let folder = format!("tenants/{}/documents/{}/", caller.tenant_id, document.id);
+        if let Err(error) = app.objects.delete_prefix(&folder).await {
             tracing::warn!(document_id = %document.id, %error, "could not delete document bytes");
         }
         Ok(Deleted::Deleted)

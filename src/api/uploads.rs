@@ -315,6 +315,7 @@ impl UploadsApi {
         Ok(UploadResponse::Accepted(Json(Accepted {
             id: document_id.0,
             status: "PENDING".into(),
+            version: Some(1),
         })))
     }
 }

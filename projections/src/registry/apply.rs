@@ -410,6 +410,7 @@ async fn apply_tenant(
                 "DELETE FROM knowledge_bases WHERE user_id = $1",
                 "DELETE FROM documents_registry WHERE user_id = $1",
                 "DELETE FROM pending_uploads WHERE user_id = $1",
+                "DELETE FROM document_versions WHERE user_id = $1",
                 "DELETE FROM api_keys WHERE user_id = $1",
                 "DELETE FROM user_clients WHERE id = $1",
             ];
@@ -459,17 +460,36 @@ async fn apply_document(
                      updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'UNLOCKED', 'PENDING', NULL, 0, NULL, NULL, \
                      $8, $8)",
                     &[
-                        id,
+                        id.clone(),
                         Param::Uuid(tenant_id.0),
                         Param::text(file_name.as_str()),
-                        Param::Text(content_type),
+                        Param::Text(content_type.clone()),
                         Param::Int(to_i64(size_bytes, "size_bytes")?),
-                        Param::Text(sha256),
-                        Param::Text(object_key),
+                        Param::Text(sha256.clone()),
+                        Param::Text(object_key.clone()),
                         Param::Time(at),
                     ],
                 )
                 .await?;
+            // a registration after a delete starts the versions over
+            transaction
+                .execute(
+                    "DELETE FROM document_versions WHERE document_id = $1",
+                    std::slice::from_ref(&id),
+                )
+                .await?;
+            insert_version(
+                transaction,
+                document,
+                tenant_id,
+                1,
+                content_type,
+                size_bytes,
+                sha256,
+                object_key,
+                at,
+            )
+            .await?;
             // a knowledge base may have linked the document before its
             // registration reached the registry
             mirror_status(transaction, document, "PENDING", at).await?;
@@ -564,6 +584,55 @@ async fn apply_document(
                 .await?;
             mirror_status(transaction, document, "PENDING", at).await?;
         }
+        DocumentEvent::DocumentVersionAdded {
+            version,
+            content_type,
+            size_bytes,
+            sha256,
+            object_key,
+        } => {
+            let tenant = transaction
+                .fetch_optional(
+                    "SELECT user_id FROM documents_registry WHERE id = $1",
+                    std::slice::from_ref(&id),
+                )
+                .await?
+                .and_then(|row| row.uuid("user_id").ok().flatten())
+                .map(TenantId);
+            let Some(tenant) = tenant else {
+                return Err(ApplyError::Event(format!(
+                    "version {version} of document {document}, which the registry does not have"
+                )));
+            };
+            transaction
+                .execute(
+                    "UPDATE documents_registry SET content_type = $2, size_bytes = $3, sha256 = $4, object_key = $5, \
+                     op_status = 'PENDING', lock_status = 'UNLOCKED', error = NULL, attempts = 0, updated_at = $6 \
+                     WHERE id = $1",
+                    &[
+                        id,
+                        Param::Text(content_type.clone()),
+                        Param::Int(to_i64(size_bytes, "size_bytes")?),
+                        Param::Text(sha256.clone()),
+                        Param::Text(object_key.clone()),
+                        Param::Time(at),
+                    ],
+                )
+                .await?;
+            insert_version(
+                transaction,
+                document,
+                tenant,
+                version,
+                content_type,
+                size_bytes,
+                sha256,
+                object_key,
+                at,
+            )
+            .await?;
+            mirror_status(transaction, document, "PENDING", at).await?;
+        }
         // progress within an attempt: the row says PROCESSING throughout
         DocumentEvent::TextExtracted { .. }
         | DocumentEvent::TextChunked { .. }
@@ -586,10 +655,48 @@ async fn apply_document(
                 )
                 .await?;
             transaction
+                .execute(
+                    "DELETE FROM document_versions WHERE document_id = $1",
+                    std::slice::from_ref(&id),
+                )
+                .await?;
+            transaction
                 .execute("DELETE FROM documents_registry WHERE id = $1", &[id])
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// One row of `document_versions`.
+#[allow(clippy::too_many_arguments)]
+async fn insert_version(
+    transaction: &mut Writer,
+    document: DocumentId,
+    tenant: TenantId,
+    version: u32,
+    content_type: String,
+    size_bytes: u64,
+    sha256: String,
+    object_key: String,
+    at: DateTime<Utc>,
+) -> Result<(), ApplyError> {
+    transaction
+        .execute(
+            "INSERT INTO document_versions (document_id, version, user_id, content_type, size_bytes, sha256, \
+             object_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                Param::Uuid(document.0),
+                Param::Int(i64::from(version)),
+                Param::Uuid(tenant.0),
+                Param::Text(content_type),
+                Param::Int(to_i64(size_bytes, "size_bytes")?),
+                Param::Text(sha256),
+                Param::Text(object_key),
+                Param::Time(at),
+            ],
+        )
+        .await?;
     Ok(())
 }
 

@@ -20,13 +20,14 @@ use crate::sql::{execute_script, Param, Row, Transaction};
 /// The registry's entity tables, the ones a generation has its own copy
 /// of; the bookkeeping tables (checkpoints, applied versions, offsets) are
 /// shared and keyed by [`Tables::projection_key`].
-pub(crate) const ENTITY_TABLES: [&str; 6] = [
+pub(crate) const ENTITY_TABLES: [&str; 7] = [
     "user_clients",
     "api_keys",
     "documents_registry",
     "knowledge_bases",
     "knowledge_base_documents",
     "pending_uploads",
+    "document_versions",
 ];
 
 const POSTGRES_DDL: &str = include_str!("../../../migrations/postgres/0002_registry.up.sql");
@@ -40,11 +41,13 @@ const POSTGRES_CHANGES: &[&str] = &[
     include_str!("../../../migrations/postgres/0008_api_key_scopes.up.sql"),
     include_str!("../../../migrations/postgres/0010_pending_uploads.up.sql"),
     include_str!("../../../migrations/postgres/0011_document_content_hash.up.sql"),
+    include_str!("../../../migrations/postgres/0013_document_versions.up.sql"),
 ];
 const SQLITE_CHANGES: &[&str] = &[
     include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql"),
     include_str!("../../../migrations/sqlite/0010_pending_uploads.up.sql"),
     include_str!("../../../migrations/sqlite/0011_document_content_hash.up.sql"),
+    include_str!("../../../migrations/sqlite/0013_document_versions.up.sql"),
 ];
 /// Where the migration's shared bookkeeping tables begin: not copied.
 const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
@@ -222,6 +225,7 @@ impl Tables {
             None => {
                 // links, documents and bases before keys, keys before tenants
                 for table in [
+                    "document_versions",
                     "pending_uploads",
                     "knowledge_base_documents",
                     "knowledge_bases",
@@ -450,6 +454,11 @@ mod tests {
             (
                 "documents_registry",
                 "create index documents_registry_user_sha256_idx".to_owned(),
+            ),
+            ("document_versions", "create table".to_owned()),
+            (
+                "document_versions",
+                "create index document_versions_user_id_idx".to_owned(),
             ),
         ];
         for changes in [SQLITE_CHANGES, POSTGRES_CHANGES] {

@@ -109,6 +109,17 @@ pub struct DocumentRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One version of a document (`document_versions`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentVersionRow {
+    pub document_id: DocumentId,
+    pub version: i64,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A presigned upload waiting for its completion (`pending_uploads`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingUploadRow {

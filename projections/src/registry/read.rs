@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::generation::Writer;
 use super::{
-    ApiKeyRow, DocumentRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow, PendingUploadRow,
-    Registry, RegistryDump, RegistryError, RowReader, UserRow,
+    ApiKeyRow, DocumentRow, DocumentVersionRow, DumpTable, DumpValue, KnowledgeBaseDocumentRow, KnowledgeBaseRow,
+    PendingUploadRow, Registry, RegistryDump, RegistryError, RowReader, UserRow,
 };
 use crate::sql::{Param, Row};
 
@@ -173,6 +173,35 @@ impl Registry {
             .map_err(failed(|| format!("read of document {id} of tenant {tenant}")))?
             .map(|row| document_row(&row))
             .transpose()
+    }
+
+    /// Every version of the tenant's document, oldest first; empty for
+    /// another tenant's.
+    pub async fn document_versions(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+    ) -> Result<Vec<DocumentVersionRow>, RegistryError> {
+        let sql = "SELECT document_id, version, content_type, size_bytes, sha256, created_at FROM document_versions \
+                   WHERE document_id = $1 AND user_id = $2 ORDER BY version";
+        self.fetch_all(sql, &[Param::Uuid(document.0), Param::Uuid(tenant.0)])
+            .await
+            .map_err(failed(|| {
+                format!("read of the versions of document {document} of tenant {tenant}")
+            }))?
+            .iter()
+            .map(|row| {
+                let reader = RowReader::new(row, "document_versions").keyed(document);
+                Ok(DocumentVersionRow {
+                    document_id: document,
+                    version: reader.int("version")?,
+                    content_type: reader.text("content_type")?,
+                    size_bytes: reader.int("size_bytes")?,
+                    sha256: reader.text("sha256")?,
+                    created_at: reader.time("created_at")?,
+                })
+            })
+            .collect()
     }
 
     /// The tenant's oldest document whose bytes have this SHA-256 (hex), if
@@ -352,6 +381,7 @@ impl Registry {
         // keys before tenants: api_keys references user_clients
         for table in [
             "pending_uploads",
+            "document_versions",
             "knowledge_base_documents",
             "knowledge_bases",
             "documents_registry",
@@ -596,6 +626,21 @@ const DUMPED_TABLES: &[DumpSpec] = &[
         ],
         filter: None,
         order_by: "knowledge_base_id, document_id",
+    },
+    DumpSpec {
+        table: "document_versions",
+        columns: &[
+            ("document_id", Kind::Uuid),
+            ("version", Kind::Int),
+            ("user_id", Kind::Uuid),
+            ("content_type", Kind::Text),
+            ("size_bytes", Kind::Int),
+            ("sha256", Kind::Text),
+            ("object_key", Kind::Text),
+            ("created_at", Kind::Time),
+        ],
+        filter: None,
+        order_by: "document_id, version",
     },
     DumpSpec {
         table: "pending_uploads",

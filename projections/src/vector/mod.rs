@@ -523,6 +523,8 @@ impl VectorProjection {
             | DocumentEvent::ProcessingFailed { .. }
             | DocumentEvent::RetryScheduled { .. }
             | DocumentEvent::RetryRequested {}
+            // the new version's chunks replace the old ones when it is processed
+            | DocumentEvent::DocumentVersionAdded { .. }
             | DocumentEvent::TextExtracted { .. }
             | DocumentEvent::TextChunked { .. }
             | DocumentEvent::EmbeddingBatchCompleted { .. }
