@@ -27,11 +27,12 @@ use projections::consumed::{ConsumedProjection, OffsetStore};
 use projections::registry::REGISTRY_PROJECTION;
 
 use crate::auth::KeyHasher;
+use crate::background::PeriodicTask;
 use crate::config::Config;
 use crate::pipeline::{Embedder, HashingEmbedder};
 use crate::processor::{Processor, ProcessorHandle, ProcessorOptions, WorkSource};
-use crate::upload_cleaner::{UploadCleaner, UploadCleanerHandle};
-use crate::webhooks::{SenderOptions, WebhookSender, WebhookSenderHandle};
+use crate::upload_cleaner::UploadCleaner;
+use crate::webhooks::{SenderOptions, WebhookSender};
 use projections::webhooks::{WebhookProjection, WebhookStore};
 
 /// Which roles this process plays. All three by default, in one process;
@@ -106,13 +107,13 @@ pub struct App {
     pub key_hasher: KeyHasher,
     processor: Option<ProcessorHandle>,
     /// Ends presigned uploads past their expiry; on project nodes.
-    pub upload_cleaner: Option<UploadCleanerHandle>,
+    pub upload_cleaner: Option<PeriodicTask>,
     /// The tenants' webhooks and their delivery outbox.
     pub webhooks: WebhookStore,
     /// Keeps the webhooks and queues their deliveries; on project nodes.
     pub webhook_feed: Feed,
     /// Sends the queued deliveries; on project nodes.
-    webhook_sender: Option<WebhookSenderHandle>,
+    webhook_sender: Option<PeriodicTask>,
     /// Drains the outbox into Kafka, when Kafka is configured.
     pub relay: Option<RelayHandle>,
 }

@@ -14,9 +14,9 @@ use chrono::Utc;
 use domain::document::{Document, DocumentCommand};
 use domain::EventMetadata;
 use projections::registry::{PendingUploadRow, Registry, RegistryError};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+use crate::background::{Next, PeriodicTask};
 
 /// How long after its expiry an upload is ended: S3 signs a URL a moment
 /// after the upload's expiry was set, and a PUT begun in time may still be
@@ -129,45 +129,19 @@ impl UploadCleaner {
         }
     }
 
-    /// Sweeps every `interval` until the handle is shut down.
-    pub fn spawn(self, interval: Duration) -> UploadCleanerHandle {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            loop {
-                match self.sweep().await {
+    /// Sweeps every `interval` until the task is shut down.
+    pub fn spawn(self, interval: Duration) -> PeriodicTask {
+        let cleaner = std::sync::Arc::new(self);
+        PeriodicTask::spawn(interval, move || {
+            let cleaner = cleaner.clone();
+            async move {
+                match cleaner.sweep().await {
                     Ok(0) => {}
                     Ok(ended) => tracing::info!(ended, "expired uploads cleaned up"),
                     Err(error) => tracing::warn!(%error, "upload cleanup failed, retrying"),
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = stopped.changed() => return,
-                }
+                Next::AfterInterval
             }
-        });
-        UploadCleanerHandle {
-            stop,
-            task: std::sync::Mutex::new(Some(task)),
-        }
-    }
-}
-
-pub struct UploadCleanerHandle {
-    stop: watch::Sender<bool>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl UploadCleanerHandle {
-    /// Waits for a sweep under way to finish.
-    pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        })
     }
 }

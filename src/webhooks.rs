@@ -22,9 +22,8 @@ use hmac::{Hmac, Mac};
 use projections::webhooks::{DeliveryRow, WebhookRow, WebhookStore};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::background::{Next, PeriodicTask};
 use crate::event_view::{decode, event_data};
 
 pub const SIGNATURE_HEADER: &str = "X-NeuroStash-Signature";
@@ -218,43 +217,18 @@ impl WebhookSender {
     }
 
     /// Sends due deliveries every `interval` until shut down.
-    pub fn spawn(self) -> WebhookSenderHandle {
-        let (stop, mut stopped) = watch::channel(false);
+    pub fn spawn(self) -> PeriodicTask {
         let interval = self.options.interval;
-        let task = tokio::spawn(async move {
-            loop {
-                let sent = self.send_due().await;
-                if sent as i64 >= BATCH {
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = stopped.changed() => return,
+        let sender = Arc::new(self);
+        PeriodicTask::spawn(interval, move || {
+            let sender = sender.clone();
+            async move {
+                if sender.send_due().await as i64 >= BATCH {
+                    Next::AtOnce
+                } else {
+                    Next::AfterInterval
                 }
             }
-        });
-        WebhookSenderHandle {
-            stop,
-            task: std::sync::Mutex::new(Some(task)),
-        }
-    }
-}
-
-pub struct WebhookSenderHandle {
-    stop: watch::Sender<bool>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl WebhookSenderHandle {
-    pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        })
     }
 }
