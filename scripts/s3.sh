@@ -184,13 +184,16 @@ EOF
         # pid and then becomes the server. Nothing inherits our stdout, which
         # `eval "$(...)"` waits on. Every port is given so that no default
         # collides with another server; the iceberg and lance catalogs, the
-        # admin UI, webdav and telemetry are off.
+        # admin UI, webdav and telemetry are off. Every test bucket takes a
+        # volume of its own, and the default cap (about fifty) runs out after
+        # a few suites against one server: 500 sparse volumes cost no disk.
         setsid sh -c 'echo $$ >"$1/pid"; shift; exec "$@"' sh "$base" \
             "$bin" mini \
             -dir="$base/data" \
             -ip=127.0.0.1 -ip.bind=127.0.0.1 \
             -master.port="$first" -master.port.grpc=$((first + 1)) \
             -volume.port=$((first + 2)) -volume.port.grpc=$((first + 3)) \
+            -volume.max=500 \
             -filer.port=$((first + 4)) -filer.port.grpc=$((first + 5)) \
             -s3.port="$port" -s3.port.grpc=$((first + 7)) \
             -admin.port=$((first + 8)) -admin.port.grpc=$((first + 10008)) \
