@@ -495,6 +495,18 @@ impl Document {
     }
 }
 
+/// A document's id is derived from its tenant and file name: a command
+/// naming another is refused.
+fn check_document_id(document_id: DocumentId, tenant_id: TenantId, file_name: &FileName) -> Result<(), DomainError> {
+    if document_id != DocumentId::for_file(tenant_id, file_name.as_str()) {
+        return Err(DomainError::invalid(
+            "document_id",
+            "does not match tenant and file name",
+        ));
+    }
+    Ok(())
+}
+
 impl Aggregate for Document {
     const CATEGORY: &'static str = "document";
     type Command = DocumentCommand;
@@ -512,12 +524,7 @@ impl Aggregate for Document {
                 sha256,
                 object_key,
             } => {
-                if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
-                    return Err(DomainError::invalid(
-                        "document_id",
-                        "does not match tenant and file name",
-                    ));
-                }
+                check_document_id(*document_id, *tenant_id, file_name)?;
                 // other bytes under the name of a live document are its next
                 // version; the same bytes are the document it already is
                 if self.is_live() {
@@ -572,12 +579,7 @@ impl Aggregate for Document {
                 // an expired one too, until the cleaner has deleted its
                 // staged bytes: replacing it here would leave them behind
                 self.refuse_pending_upload()?;
-                if *document_id != DocumentId::for_file(*tenant_id, file_name.as_str()) {
-                    return Err(DomainError::invalid(
-                        "document_id",
-                        "does not match tenant and file name",
-                    ));
-                }
+                check_document_id(*document_id, *tenant_id, file_name)?;
                 if expires_at <= now {
                     return Err(DomainError::invalid("expires_at", "must be later than now"));
                 }

@@ -227,44 +227,38 @@ fn to_io(error: CryptoError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-/// Encrypts a byte stream under `key`: the header, then sealed chunks.
-/// Holds at most one chunk plus one incoming piece at a time.
-pub fn encrypt_stream(key: &DataKey, chunk_size: u32, input: ByteStream) -> ByteStream {
-    struct State {
+/// Cuts `input` into chunks of `chunk_len` bytes and hands each, in order,
+/// to `transform` with whether it is the last: the remainder at the end of
+/// the input, possibly empty. A chunk counts as not-last only once a byte
+/// after it has been seen. The first error, from the input or from
+/// `transform`, ends the stream. Holds at most one chunk plus one incoming
+/// piece at a time.
+fn rechunked<F>(input: ByteStream, chunk_len: usize, transform: F) -> ByteStream
+where
+    F: FnMut(Vec<u8>, bool) -> Result<Bytes, CryptoError> + Send + 'static,
+{
+    struct State<F> {
         input: ByteStream,
-        encryptor: ChunkEncryptor,
         pending: BytesMut,
-        header_sent: bool,
+        transform: F,
         done: bool,
     }
     let state = State {
         input,
-        encryptor: ChunkEncryptor::new(key, chunk_size),
         pending: BytesMut::new(),
-        header_sent: false,
+        transform,
         done: false,
     };
-    futures::stream::unfold(state, |mut state| async move {
+    futures::stream::unfold(state, move |mut state| async move {
         if state.done {
             return None;
         }
-        if !state.header_sent {
-            state.header_sent = true;
-            let header = Bytes::copy_from_slice(state.encryptor.header());
-            return Some((Ok(header), state));
-        }
-        let chunk_size = state.encryptor.chunk_size();
         loop {
-            // a chunk is sealed as not-last only once a byte after it is seen
-            if state.pending.len() > chunk_size {
-                let mut chunk = state.pending.split_to(chunk_size).to_vec();
-                return match state.encryptor.seal(&mut chunk, false) {
-                    Ok(()) => Some((Ok(Bytes::from(chunk)), state)),
-                    Err(error) => {
-                        state.done = true;
-                        Some((Err(to_io(error)), state))
-                    }
-                };
+            if state.pending.len() > chunk_len {
+                let chunk = state.pending.split_to(chunk_len).to_vec();
+                let out = (state.transform)(chunk, false).map_err(to_io);
+                state.done = out.is_err();
+                return Some((out, state));
             }
             match state.input.next().await {
                 Some(Ok(piece)) => state.pending.extend_from_slice(&piece),
@@ -274,14 +268,25 @@ pub fn encrypt_stream(key: &DataKey, chunk_size: u32, input: ByteStream) -> Byte
                 }
                 None => {
                     state.done = true;
-                    let mut chunk = std::mem::take(&mut state.pending).to_vec();
-                    let sealed = state.encryptor.seal(&mut chunk, true).map(|()| Bytes::from(chunk));
-                    return Some((sealed.map_err(to_io), state));
+                    let chunk = std::mem::take(&mut state.pending).to_vec();
+                    return Some(((state.transform)(chunk, true).map_err(to_io), state));
                 }
             }
         }
     })
     .boxed()
+}
+
+/// Encrypts a byte stream under `key`: the header, then sealed chunks.
+/// Holds at most one chunk plus one incoming piece at a time.
+pub fn encrypt_stream(key: &DataKey, chunk_size: u32, input: ByteStream) -> ByteStream {
+    let mut encryptor = ChunkEncryptor::new(key, chunk_size);
+    let header = Bytes::copy_from_slice(encryptor.header());
+    let chunk_len = encryptor.chunk_size();
+    let chunks = rechunked(input, chunk_len, move |mut chunk, last| {
+        encryptor.seal(&mut chunk, last).map(|()| Bytes::from(chunk))
+    });
+    futures::stream::once(async move { Ok(header) }).chain(chunks).boxed()
 }
 
 /// Reads the header of an encrypted stream: the key it names, and the stream
@@ -321,58 +326,16 @@ pub async fn read_header(mut input: ByteStream) -> Result<(StreamHeader, ByteStr
 /// so a consumer never acts on forged bytes (but must discard what it got
 /// from a stream that ends in an error).
 pub fn decrypt_stream(key: &DataKey, header: StreamHeader, input: ByteStream) -> Result<ByteStream, CryptoError> {
-    struct State {
-        input: ByteStream,
-        decryptor: ChunkDecryptor,
-        pending: BytesMut,
-        done: bool,
-    }
-    let state = State {
-        input,
-        decryptor: ChunkDecryptor::new(key, header)?,
-        pending: BytesMut::new(),
-        done: false,
-    };
-    Ok(futures::stream::unfold(state, |mut state| async move {
-        if state.done {
-            return None;
+    let mut decryptor = ChunkDecryptor::new(key, header)?;
+    let sealed_len = decryptor.sealed_chunk_len();
+    Ok(rechunked(input, sealed_len, move |mut chunk, last| {
+        if last && chunk.len() < TAG_LEN {
+            return Err(CryptoError::Authentication {
+                what: "encrypted object (it ends without its final chunk)".into(),
+            });
         }
-        let sealed_len = state.decryptor.sealed_chunk_len();
-        loop {
-            if state.pending.len() > sealed_len {
-                let mut chunk = state.pending.split_to(sealed_len).to_vec();
-                return match state.decryptor.open(&mut chunk, false) {
-                    Ok(()) => Some((Ok(Bytes::from(chunk)), state)),
-                    Err(error) => {
-                        state.done = true;
-                        Some((Err(to_io(error)), state))
-                    }
-                };
-            }
-            match state.input.next().await {
-                Some(Ok(piece)) => state.pending.extend_from_slice(&piece),
-                Some(Err(error)) => {
-                    state.done = true;
-                    return Some((Err(error), state));
-                }
-                None => {
-                    state.done = true;
-                    let mut chunk = std::mem::take(&mut state.pending).to_vec();
-                    if chunk.len() < TAG_LEN {
-                        return Some((
-                            Err(to_io(CryptoError::Authentication {
-                                what: "encrypted object (it ends without its final chunk)".into(),
-                            })),
-                            state,
-                        ));
-                    }
-                    let opened = state.decryptor.open(&mut chunk, true).map(|()| Bytes::from(chunk));
-                    return Some((opened.map_err(to_io), state));
-                }
-            }
-        }
-    })
-    .boxed())
+        decryptor.open(&mut chunk, last).map(|()| Bytes::from(chunk))
+    }))
 }
 
 /// Encrypts bytes already in memory (artifacts): the same format.
