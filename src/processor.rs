@@ -21,7 +21,7 @@ use actors::{ActorSystem, CommandError};
 use async_trait::async_trait;
 use chrono::Utc;
 use domain::document::{ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, FileName, ProcessingStage};
-use domain::{Aggregate, AnyEvent, DocumentId, DomainError, EventMetadata, LogPosition, Protected};
+use domain::{Aggregate, DocumentId, DomainError, EventMetadata, LogPosition, Protected};
 use projections::consumed::{ConsumedProjection, OffsetStore, PartitionOffset};
 use projections::registry::Registry;
 use projections::runtime::{Projection, ProjectionError, ProjectionRunner, RunnerOptions};
@@ -202,35 +202,23 @@ struct RegistrationFeed {
 }
 
 impl RegistrationFeed {
+    /// Queues every document an event leaves waiting for processing: a
+    /// registration, a new version, a retry on request. The stream names
+    /// the document.
     async fn enqueue_registered(&self, events: &[RecordedEvent]) {
+        const STARTS_WORK: [&str; 3] = ["DocumentRegistered", "DocumentVersionAdded", "RetryRequested"];
         for event in events {
-            if event.stream_id.category() != Document::CATEGORY {
+            if event.stream_id.category() != Document::CATEGORY || !STARTS_WORK.contains(&event.event_type.as_str()) {
                 continue;
             }
-            // a retry on request names its document by its stream alone
-            if event.event_type == "RetryRequested" {
-                if let Some(document_id) = event
-                    .stream_id
-                    .as_str()
-                    .strip_prefix(Document::CATEGORY)
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .and_then(|id| Uuid::parse_str(id).ok())
-                {
-                    self.shared.enqueue(DocumentId(document_id)).await;
-                }
-                continue;
-            }
-            if event.event_type != "DocumentRegistered" {
-                continue;
-            }
-            let decoded = AnyEvent::decode(
-                Document::CATEGORY,
-                &event.event_type,
-                event.schema_version,
-                event.payload.clone(),
-            );
-            if let Ok(AnyEvent::Document(DocumentEvent::DocumentRegistered { document_id, .. })) = decoded {
-                self.shared.enqueue(document_id).await;
+            if let Some(document_id) = event
+                .stream_id
+                .as_str()
+                .strip_prefix(Document::CATEGORY)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|id| Uuid::parse_str(id).ok())
+            {
+                self.shared.enqueue(DocumentId(document_id)).await;
             }
         }
     }
