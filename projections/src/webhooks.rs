@@ -382,22 +382,37 @@ async fn apply_tenant_event(transaction: &mut Transaction, event: &RecordedEvent
 
 /// Queues the document event for each of its tenant's webhooks that wants
 /// its type.
-async fn queue_document_event(transaction: &mut Transaction, event: &RecordedEvent) -> Result<(), ProjectionError> {
+/// The webhooks of each tenant met in a batch, read once per batch (and
+/// again after a tenant event of that tenant).
+type TenantWebhooks = std::collections::HashMap<TenantId, Vec<WebhookRow>>;
+
+async fn queue_document_event(
+    transaction: &mut Transaction,
+    known: &mut TenantWebhooks,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
     let Some(tenant) = event.metadata.tenant_id else {
         return Ok(());
     };
-    let rows = transaction
-        .fetch_all(
-            &format!("{WEBHOOK_COLUMNS} WHERE user_id = $1"),
-            &[Param::Uuid(tenant.0)],
-        )
-        .await
-        .map_err(database_error)?;
-    for row in rows {
-        let webhook = webhook_row(&row).map_err(|error| ProjectionError::Io {
-            projection: WEBHOOK_PROJECTION.to_owned(),
-            reason: error.to_string(),
-        })?;
+    if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(tenant) {
+        let rows = transaction
+            .fetch_all(
+                &format!("{WEBHOOK_COLUMNS} WHERE user_id = $1"),
+                &[Param::Uuid(tenant.0)],
+            )
+            .await
+            .map_err(database_error)?;
+        let webhooks = rows
+            .iter()
+            .map(webhook_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| ProjectionError::Io {
+                projection: WEBHOOK_PROJECTION.to_owned(),
+                reason: error.to_string(),
+            })?;
+        slot.insert(webhooks);
+    }
+    for webhook in &known[&tenant] {
         if !webhook.wants(&event.event_type) {
             continue;
         }
@@ -446,10 +461,16 @@ impl Projection for WebhookProjection {
         let checkpoint = sql::load_checkpoint_in(&mut transaction, WEBHOOK_PROJECTION)
             .await
             .map_err(database_error)?;
+        let mut known = TenantWebhooks::new();
         for event in events.iter().filter(|event| event.log_position > checkpoint) {
             match event.stream_id.category() {
-                Tenant::CATEGORY => apply_tenant_event(&mut transaction, event).await?,
-                Document::CATEGORY => queue_document_event(&mut transaction, event).await?,
+                Tenant::CATEGORY => {
+                    apply_tenant_event(&mut transaction, event).await?;
+                    if let Some(tenant) = tenant_of_stream(event) {
+                        known.remove(&tenant);
+                    }
+                }
+                Document::CATEGORY => queue_document_event(&mut transaction, &mut known, event).await?,
                 _ => {}
             }
         }
