@@ -287,7 +287,7 @@ impl App {
 
         let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(config.embedding_dimensions));
         let processor = if roles.process {
-            tracing::info!(embedder = embedder.name(), "embedder ready");
+            tracing::info!(embedder = %embedder.describe(), "embedder ready");
             let source = match &kafka {
                 Some(settings) => WorkSource::Kafka {
                     settings: settings.clone(),

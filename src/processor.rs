@@ -467,14 +467,9 @@ async fn attempt(
     let mut vectors = Vec::with_capacity(chunks.len());
     for (index, batch) in chunks.chunks(EMBEDDING_BATCH).enumerate() {
         let texts: Vec<String> = batch.iter().map(|chunk| chunk.text.clone()).collect();
-        let embedder = embedder.clone();
         // an embedder error may pass (a model server out of reach): it is
         // retried with backoff like any other
-        let embedded = tokio::task::spawn_blocking(move || {
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&texts)
-        })
-        .await??;
+        let embedded = embedder.embed(&texts).await?;
         vectors.extend(embedded);
         let done = ProcessingStage::Embedded {
             batch: index as u32 + 1,
@@ -485,8 +480,8 @@ async fn attempt(
         }
     }
     let artifact = ChunkArtifact {
-        embedder: embedder.name().to_owned(),
-        dimensions: embedder.dimensions() as u32,
+        embedder: embedder.model().name.clone(),
+        dimensions: embedder.model().dimensions,
         chunks: chunks
             .into_iter()
             .zip(vectors)

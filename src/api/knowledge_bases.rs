@@ -355,11 +355,10 @@ impl KnowledgeBasesApi {
     ) -> poem::Result<Json<SearchResponse>> {
         let caller = auth.0;
         let kb = owned_knowledge_base(&app, &caller, id.0).await?;
-        let embedder = app.embedder.clone();
-        let query = body.query.clone();
-        let vector = tokio::task::spawn_blocking(move || embedder.embed(&[query.as_str()]))
+        let vector = app
+            .embedder
+            .embed(std::slice::from_ref(&body.query))
             .await
-            .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?
             .pop()
             .ok_or_else(|| ApiError::internal("embedder returned no vector"))?;

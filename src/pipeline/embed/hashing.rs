@@ -1,4 +1,4 @@
-//! The embedding port and the deterministic hashing embedder.
+//! The deterministic hashing embedder.
 //!
 //! The hashing embedder is feature hashing over words and character
 //! trigrams: texts that share words land near each other, the same text
@@ -6,26 +6,16 @@
 //! files. It stands in for a real sentence-embedding model in tests and in
 //! the embedded default until one is configured.
 
-use thiserror::Error;
+use std::sync::Arc;
 
-#[derive(Debug, Error)]
-pub enum EmbedError {
-    #[error("embedder {embedder} failed: {reason}")]
-    Failed { embedder: String, reason: String },
-}
+use async_trait::async_trait;
 
-/// Turns texts into unit-length vectors of a fixed dimension.
-pub trait Embedder: Send + Sync + 'static {
-    /// Names the model and its settings; recorded with every artifact so a
-    /// change of model is visible and vectors of different models never mix.
-    fn name(&self) -> &str;
-    fn dimensions(&self) -> usize;
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
-}
+use super::{EmbedError, Embedder, ModelInfo};
+use crate::pipeline::tokens::{TokenCounter, WordTokens};
 
 #[derive(Debug, Clone)]
 pub struct HashingEmbedder {
-    name: String,
+    model: ModelInfo,
     dimensions: usize,
 }
 
@@ -35,7 +25,11 @@ impl HashingEmbedder {
     pub fn new(dimensions: usize) -> HashingEmbedder {
         let dimensions = dimensions.max(8);
         HashingEmbedder {
-            name: format!("hashing-v1-{dimensions}"),
+            model: ModelInfo {
+                name: format!("hashing-v1-{dimensions}"),
+                dimensions: dimensions as u32,
+                version: "1".to_owned(),
+            },
             dimensions,
         }
     }
@@ -79,16 +73,36 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+impl HashingEmbedder {
+    /// The vectors of `texts`, computed on the calling thread.
+    pub fn embed_now(&self, texts: &[&str]) -> Vec<Vec<f32>> {
+        texts.iter().map(|text| self.embed_one(text)).collect()
+    }
+}
+
+#[async_trait]
 impl Embedder for HashingEmbedder {
-    fn name(&self) -> &str {
-        &self.name
+    fn model(&self) -> &ModelInfo {
+        &self.model
     }
 
-    fn dimensions(&self) -> usize {
-        self.dimensions
+    fn describe(&self) -> String {
+        format!(
+            "hashing embedder {} (deterministic word and trigram hashing, not a language model)",
+            self.model.name
+        )
     }
 
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn tokenizer(&self) -> Arc<dyn TokenCounter> {
+        Arc::new(WordTokens)
+    }
+
+    /// It reads any length; the bound keeps chunks the size a model takes.
+    fn max_input_tokens(&self) -> usize {
+        512
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         Ok(texts.iter().map(|text| self.embed_one(text)).collect())
     }
 }
@@ -104,8 +118,8 @@ mod tests {
     #[test]
     fn vectors_are_unit_length_and_deterministic() {
         let embedder = HashingEmbedder::new(64);
-        let first = embedder.embed(&["The quick brown fox"]).unwrap();
-        let again = HashingEmbedder::new(64).embed(&["The quick brown fox"]).unwrap();
+        let first = embedder.embed_now(&["The quick brown fox"]);
+        let again = HashingEmbedder::new(64).embed_now(&["The quick brown fox"]);
         assert_eq!(first, again);
         assert_eq!(first[0].len(), 64);
         assert!((cosine(&first[0], &first[0]) - 1.0).abs() < 1e-5);
@@ -114,19 +128,17 @@ mod tests {
     #[test]
     fn shared_words_are_closer_than_unrelated_text() {
         let embedder = HashingEmbedder::new(256);
-        let vectors = embedder
-            .embed(&[
+        let vectors = embedder.embed_now(&[
                 "rust borrow checker lifetimes",
                 "the borrow checker enforces lifetimes in rust",
                 "banana bread recipe with walnuts",
-            ])
-            .unwrap();
+            ]);
         assert!(cosine(&vectors[0], &vectors[1]) > cosine(&vectors[0], &vectors[2]) + 0.3);
     }
 
     #[test]
     fn text_without_words_is_the_zero_vector() {
-        let vectors = HashingEmbedder::new(16).embed(&["  ... !!"]).unwrap();
+        let vectors = HashingEmbedder::new(16).embed_now(&["  ... !!"]);
         assert!(vectors[0].iter().all(|x| *x == 0.0));
     }
 }

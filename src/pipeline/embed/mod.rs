@@ -1,0 +1,67 @@
+//! The embedding port: one trait for every way of turning chunk texts into
+//! vectors, and the model identity a knowledge base is pinned to.
+//!
+//! Implementations: the deterministic [`HashingEmbedder`] (tests, and the
+//! embedded default when no model directory is configured).
+
+mod hashing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::pipeline::tokens::TokenCounter;
+
+pub use hashing::HashingEmbedder;
+
+/// Which model made a vector. Vectors of two models never mix: a knowledge
+/// base records the model it was created with and takes no other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// As its makers name it, e.g. `all-MiniLM-L6-v2`.
+    pub name: String,
+    pub dimensions: u32,
+    /// What tells two builds of the same name apart: a weights checksum for
+    /// a local model, the served model id for a remote one.
+    pub version: String,
+}
+
+#[derive(Debug, Error)]
+pub enum EmbedError {
+    /// May pass: a model server out of reach, overloaded or timing out.
+    #[error("embedder {embedder} failed: {reason}")]
+    Failed { embedder: String, reason: String },
+    /// Will fail the same way again for the same texts (the server refused
+    /// the input, the model answered with the wrong shape).
+    #[error("embedder {embedder} refused the input: {reason}")]
+    Rejected { embedder: String, reason: String },
+}
+
+impl EmbedError {
+    /// Whether retrying the same texts later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EmbedError::Failed { .. })
+    }
+}
+
+/// Turns texts into unit-length vectors of the model's dimension.
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    fn model(&self) -> &ModelInfo;
+
+    /// One line for the start-up log: which embedder, from where.
+    fn describe(&self) -> String;
+
+    /// The model's own tokenizer, which the chunker measures chunks with.
+    fn tokenizer(&self) -> Arc<dyn TokenCounter>;
+
+    /// Most tokens of one input the model reads; more are cut off, so
+    /// chunks are kept below it.
+    fn max_input_tokens(&self) -> usize;
+
+    /// One vector per text, in order. Callers may pass any number of texts;
+    /// implementations batch as their model or server needs.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
