@@ -57,8 +57,9 @@ pub trait Embedder: Send + Sync + 'static {
     /// The model's own tokenizer, which the chunker measures chunks with.
     fn tokenizer(&self) -> Arc<dyn TokenCounter>;
 
-    /// Most tokens of one input the model reads; more are cut off, so
-    /// chunks are kept below it.
+    /// Most tokens of one input the model reads, counted as
+    /// [`TokenCounter::token_spans`] counts them (without the special
+    /// tokens the model adds); more are cut off, so chunks stay below it.
     fn max_input_tokens(&self) -> usize;
 
     /// One vector per text, in order. Callers may pass any number of texts;
