@@ -172,6 +172,7 @@ fn document_events(tenant: TenantId, stream_index: usize, count: usize) -> (Docu
         size_bytes: 48_213 + stream_index as u64,
         sha256: format!("{:064x}", stream_index as u128 * 0x9e37_79b9_7f4a_7c15),
         object_key: format!("objects/{}/{}/{file_name}", tenant.0, document_id.0),
+        knowledge_base_id: None,
     }];
     let mut attempt = 0;
     while events.len() < count {
@@ -190,6 +191,7 @@ fn document_events(tenant: TenantId, stream_index: usize, count: usize) -> (Docu
                     chunk_count: 12 + (stream_index % 40) as u32,
                     embedder: "hashing-embedder-v1".to_string(),
                     dimensions: 384,
+                    embedder_version: None,
                 },
             });
         }

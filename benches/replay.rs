@@ -221,6 +221,8 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
             tenant_id: tenant,
             name: seal_field(&data_key, "name", &format!("research notes {number}")).into(),
             category: (number % 2 == 0).then(|| seal_field(&data_key, "category", "research").into()),
+            embedding_model: None,
+            chunking: None,
         };
         appender.append(&knowledge_base.stream_id(), &created).await?;
     }
@@ -245,6 +247,7 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
             size_bytes: 4_096 + number as u64 * 17,
             sha256: format!("{:064x}", number as u128 * 0x2545_f491_4f6c_dd1d + index as u128),
             object_key: format!("objects/{}/{}", tenant.0, document_id.0),
+            knowledge_base_id: None,
         };
         appender.append(&document_id.stream_id(), &registered).await?;
         let mut targets = vec![number];
@@ -274,6 +277,7 @@ async fn append_tenant(store: Arc<dyn EventStore>, index: usize, workload: Workl
                 chunk_count: 3 + (number % 30) as u32,
                 embedder: "hashing-embedder-v1".to_string(),
                 dimensions: 384,
+                embedder_version: None,
             },
         };
         let mut life = vec![started(1)];

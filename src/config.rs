@@ -70,8 +70,37 @@ pub struct Config {
     pub webhook_retry_max_secs: u64,
     /// How long a receiver may take to answer.
     pub webhook_timeout_secs: u64,
-    pub chunk_max_words: usize,
-    pub chunk_overlap_words: usize,
+    /// Chunk size and overlap in the embedding model's tokens, for
+    /// knowledge bases created without their own; at most what the model
+    /// reads (254 for all-MiniLM-L6-v2).
+    pub chunk_max_tokens: u32,
+    pub chunk_overlap_tokens: u32,
+    /// `local`, `openai` or `hashing`. Unset: `local` when a model
+    /// directory is there, else `hashing`.
+    pub embedder: Option<EmbedderKind>,
+    /// all-MiniLM-L6-v2's `model.safetensors`, `config.json` and
+    /// `tokenizer.json`. Unset: `<data_dir>/models/all-MiniLM-L6-v2`.
+    pub embed_model_dir: Option<PathBuf>,
+    /// Threads the local model computes on; 0: one per core.
+    pub embed_threads: usize,
+    /// An OpenAI-compatible API (`https://api.openai.com/v1`,
+    /// `http://localhost:11434/v1` for Ollama, vLLM, TEI).
+    pub embed_url: Option<String>,
+    /// Never serialized, never shown by `Debug`.
+    #[serde(skip_serializing)]
+    pub embed_api_key: Option<Secret>,
+    /// The model the server is asked for.
+    pub embed_model: Option<String>,
+    /// Asked of models that can shorten their vectors; unset: the model's own.
+    pub embed_dimensions: Option<u32>,
+    /// Texts per request to the embedding server.
+    pub embed_batch_size: usize,
+    pub embed_timeout_secs: u64,
+    /// Retries of a request that failed in a way that may pass.
+    pub embed_max_retries: u32,
+    /// The longest input, in the chunker's word tokens, sent to the server.
+    pub embed_max_input_tokens: usize,
+    /// Dimensions of the hashing embedder.
     pub embedding_dimensions: usize,
     /// Kafka brokers (`host:port,…`); when set, every event is relayed from
     /// the outbox to Kafka.
@@ -93,6 +122,18 @@ pub struct Config {
     /// Never serialized, never shown by `Debug`.
     #[serde(skip_serializing)]
     pub s3_secret_key: Option<Secret>,
+}
+
+/// Which embedder turns chunks into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedderKind {
+    /// all-MiniLM-L6-v2 in this process, from `embed_model_dir`.
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` server at `embed_url`.
+    Openai,
+    /// Deterministic word hashing: for tests, not a language model.
+    Hashing,
 }
 
 /// A setting that must not show up in logs or `Debug` output.
@@ -145,8 +186,19 @@ impl Default for Config {
             webhook_retry_base_ms: 1_000,
             webhook_retry_max_secs: 600,
             webhook_timeout_secs: 10,
-            chunk_max_words: 120,
-            chunk_overlap_words: 20,
+            chunk_max_tokens: 200,
+            chunk_overlap_tokens: 32,
+            embedder: None,
+            embed_model_dir: None,
+            embed_threads: 0,
+            embed_url: None,
+            embed_api_key: None,
+            embed_model: None,
+            embed_dimensions: None,
+            embed_batch_size: 64,
+            embed_timeout_secs: 30,
+            embed_max_retries: 4,
+            embed_max_input_tokens: 256,
             embedding_dimensions: 384,
             kafka_brokers: None,
             kafka_topic_prefix: "neurostash.events".to_string(),
@@ -188,6 +240,8 @@ const NOT_SETTINGS: &[&str] = &[
     "TOOLS_DIR",
     "WRITE_SCHEMAS",
     "TEST_PYTHONPATH",
+    "FIXTURES_PYTHONPATH",
+    "ST_PYTHONPATH",
     "TEST_S3_ENDPOINT",
     "TEST_S3_ACCESS_KEY",
     "TEST_S3_SECRET_KEY",
@@ -216,6 +270,25 @@ impl Config {
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The model directory to load the local embedder from.
+    pub fn model_dir(&self) -> PathBuf {
+        self.embed_model_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models").join("all-MiniLM-L6-v2"))
+    }
+
+    /// The embedder to use: as set, or the local model when its directory
+    /// holds one, or the hashing embedder.
+    pub fn embedder_kind(&self) -> EmbedderKind {
+        self.embedder.unwrap_or_else(|| {
+            if self.model_dir().join("model.safetensors").is_file() {
+                EmbedderKind::Local
+            } else {
+                EmbedderKind::Hashing
+            }
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -250,11 +323,36 @@ impl Config {
                 return invalid("NEUROSTASH_MASTER_KEY", &error.to_string());
             }
         }
-        if self.chunk_max_words == 0 || self.chunk_overlap_words >= self.chunk_max_words {
+        let chunking = domain::ChunkingSettings {
+            max_tokens: self.chunk_max_tokens,
+            overlap_tokens: self.chunk_overlap_tokens,
+        };
+        // the model's own bound is checked once the embedder is loaded
+        if let Err(error) = chunking.validate(u32::MAX) {
+            return invalid("NEUROSTASH_CHUNK_MAX_TOKENS", &error.to_string());
+        }
+        if self.embedder == Some(EmbedderKind::Openai) && (self.embed_url.is_none() || self.embed_model.is_none()) {
             return invalid(
-                "NEUROSTASH_CHUNK_OVERLAP_WORDS",
-                "must be smaller than NEUROSTASH_CHUNK_MAX_WORDS, which must be positive",
+                "NEUROSTASH_EMBEDDER",
+                "openai needs NEUROSTASH_EMBED_URL and NEUROSTASH_EMBED_MODEL",
             );
+        }
+        if let Some(url) = &self.embed_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("NEUROSTASH_EMBED_URL", "must be an http:// or https:// address");
+            }
+        }
+        if !(1..=2048).contains(&self.embed_batch_size) {
+            return invalid("NEUROSTASH_EMBED_BATCH_SIZE", "must be between 1 and 2048");
+        }
+        if !(1..=600).contains(&self.embed_timeout_secs) {
+            return invalid("NEUROSTASH_EMBED_TIMEOUT_SECS", "must be between 1 and 600");
+        }
+        if self.embed_max_retries > 20 {
+            return invalid("NEUROSTASH_EMBED_MAX_RETRIES", "must be at most 20");
+        }
+        if self.embed_threads > 1024 {
+            return invalid("NEUROSTASH_EMBED_THREADS", "must be at most 1024");
         }
         if self.embedding_dimensions == 0 || self.embedding_dimensions > 4096 {
             return invalid("NEUROSTASH_EMBEDDING_DIMENSIONS", "must be between 1 and 4096");

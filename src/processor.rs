@@ -21,7 +21,10 @@ use actors::{ActorSystem, CommandError};
 use async_trait::async_trait;
 use chrono::Utc;
 use domain::document::{ArtifactRef, Backoff, Document, DocumentCommand, DocumentEvent, FileName, ProcessingStage};
-use domain::{Aggregate, DocumentId, DomainError, EventMetadata, LogPosition, Protected};
+use domain::{
+    Aggregate, ChunkingSettings, DocumentId, DomainError, EmbeddingModel, EventMetadata, KnowledgeBaseId, LogPosition,
+    Protected,
+};
 use projections::consumed::{ConsumedProjection, OffsetStore, PartitionOffset};
 use projections::registry::Registry;
 use projections::runtime::{Projection, ProjectionError, ProjectionRunner, RunnerOptions};
@@ -30,7 +33,8 @@ use uuid::Uuid;
 
 use crate::app::Feed;
 use crate::config::Config;
-use crate::pipeline::{chunk_text, extract_text, ChunkingOptions, Embedder};
+use crate::pipeline::extract::{extract_with_limits, ExtractLimits};
+use crate::pipeline::{chunk_text, ChunkingOptions, EmbedError, Embedder};
 
 #[derive(Debug, Clone)]
 pub struct ProcessorOptions {
@@ -41,7 +45,10 @@ pub struct ProcessorOptions {
     /// reason that may pass.
     pub backoff: Backoff,
     pub sweep_interval: Duration,
-    pub chunking: ChunkingOptions,
+    /// For documents uploaded outside a knowledge base, and knowledge
+    /// bases from before chunking was set per knowledge base.
+    pub chunking: ChunkingSettings,
+    pub extract_limits: ExtractLimits,
 }
 
 impl ProcessorOptions {
@@ -56,10 +63,11 @@ impl ProcessorOptions {
                 max: chrono::Duration::seconds(config.processing_retry_max_secs as i64),
             },
             sweep_interval: (lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)),
-            chunking: ChunkingOptions {
-                max_words: config.chunk_max_words,
-                overlap_words: config.chunk_overlap_words,
+            chunking: ChunkingSettings {
+                max_tokens: config.chunk_max_tokens,
+                overlap_tokens: config.chunk_overlap_tokens,
             },
+            extract_limits: ExtractLimits::default(),
         }
     }
 }
@@ -377,7 +385,16 @@ async fn process(shared: &Shared, document_id: DocumentId) -> Result<(), Attempt
     }
     // the file name is the tenant's secret: logs name the document by id
     tracing::info!(%document_id, "processing document");
-    match attempt(shared, document_id, tenant_id, object_key, file_name, metadata.clone()).await {
+    let knowledge_base_id = document.knowledge_base_id;
+    match attempt(
+        shared,
+        document_id,
+        tenant_id,
+        (object_key, file_name, knowledge_base_id),
+        metadata.clone(),
+    )
+    .await
+    {
         Ok(()) => Ok(()),
         // a failure that may pass: back off and try again, or give up once
         // the attempts are used; should even that not be recorded, the lease
@@ -401,12 +418,27 @@ async fn attempt(
     shared: &Shared,
     document_id: DocumentId,
     tenant_id: domain::TenantId,
-    object_key: String,
-    file_name: Protected,
+    (object_key, file_name, knowledge_base_id): (String, Protected, Option<KnowledgeBaseId>),
     metadata: EventMetadata,
 ) -> Result<(), AttemptError> {
     let stream_id = document_id.stream_id();
     let documents = &shared.actors.documents;
+    let fail = |reason: String| DocumentCommand::FailProcessing {
+        worker: shared.worker_id.clone(),
+        reason,
+    };
+    let model = embedding_model(shared.embedder.as_ref());
+    let settings = match knowledge_base_settings(shared, knowledge_base_id).await? {
+        Ok(settings) => settings,
+        Err(pinned) => {
+            let reason = format!(
+                "knowledge base {} is pinned to embedding model {pinned}; this server embeds with {model}: \
+                 configure that model, or reindex the knowledge base",
+                knowledge_base_id.map(|id| id.to_string()).unwrap_or_default()
+            );
+            return finish(documents, stream_id, fail(reason), metadata).await;
+        }
+    };
 
     let extension = match &file_name {
         Protected::Sealed(sealed) => match shared.vault.open(tenant_id, "file_name", sealed).await {
@@ -426,37 +458,36 @@ async fn attempt(
     };
     let extension = FileName::parse(&extension).ok().and_then(|name| name.extension());
     let bytes = shared.objects.get(&object_key).await?;
-    let chunking = shared.options.chunking;
+    let chunking = ChunkingOptions {
+        max_tokens: (settings.max_tokens as usize).min(shared.embedder.max_input_tokens()),
+        overlap_tokens: settings.overlap_tokens as usize,
+    };
+    let tokenizer = shared.embedder.tokenizer();
+    let limits = shared.options.extract_limits.clone();
     // a file that cannot be read as its type fails at once: the same bytes
     // would fail the same way on every retry
     let cut = tokio::task::spawn_blocking(move || {
-        extract_text(extension.as_deref(), &bytes).map(|extracted| {
+        extract_with_limits(extension.as_deref(), &bytes, &limits).map(|extracted| {
             let characters = extracted.text.chars().count() as u64;
-            (characters, chunk_text(&extracted.text, &chunking))
+            let chunks = chunk_text(&extracted, tokenizer.as_ref(), &chunking);
+            (characters, extracted.pages, chunks)
         })
     })
     .await?;
-    let (characters, chunks) = match cut {
+    let (characters, pages, chunks) = match cut {
         Ok(cut) => cut,
         Err(error) => {
-            let command = DocumentCommand::FailProcessing {
-                worker: shared.worker_id.clone(),
-                reason: error.to_string(),
-            };
-            return finish(documents, stream_id, command, metadata).await;
+            return finish(documents, stream_id, fail(error.to_string()), metadata).await;
         }
     };
     let stage = |stage: ProcessingStage| record_stage(shared, &stream_id, stage, &metadata);
-    if !stage(ProcessingStage::Extracted {
-        characters,
-        pages: None,
-    })
-    .await?
-    {
+    if !stage(ProcessingStage::Extracted { characters, pages }).await? {
         return Ok(());
     }
     if !stage(ProcessingStage::Chunked {
         chunk_count: chunks.len() as u32,
+        settings: Some(settings),
+        tokenizer: Some(shared.embedder.tokenizer().name().to_owned()),
     })
     .await?
     {
@@ -467,9 +498,15 @@ async fn attempt(
     let mut vectors = Vec::with_capacity(chunks.len());
     for (index, batch) in chunks.chunks(EMBEDDING_BATCH).enumerate() {
         let texts: Vec<String> = batch.iter().map(|chunk| chunk.text.clone()).collect();
-        // an embedder error may pass (a model server out of reach): it is
-        // retried with backoff like any other
-        let embedded = embedder.embed(&texts).await?;
+        // an embedder error that may pass (a model server out of reach) is
+        // retried with backoff like any other; one that will not fails now
+        let embedded = match embedder.embed(&texts).await {
+            Ok(embedded) => embedded,
+            Err(error @ EmbedError::Rejected { .. }) => {
+                return finish(documents, stream_id, fail(error.to_string()), metadata).await;
+            }
+            Err(error) => return Err(error.into()),
+        };
         vectors.extend(embedded);
         let done = ProcessingStage::Embedded {
             batch: index as u32 + 1,
@@ -480,8 +517,8 @@ async fn attempt(
         }
     }
     let artifact = ChunkArtifact {
-        embedder: embedder.model().name.clone(),
-        dimensions: embedder.model().dimensions,
+        embedder: model.name.clone(),
+        dimensions: model.dimensions,
         chunks: chunks
             .into_iter()
             .zip(vectors)
@@ -490,6 +527,7 @@ async fn attempt(
                 text: chunk.text,
                 start_byte: chunk.start_byte as u64,
                 vector,
+                citation: chunk.citation,
             })
             .collect(),
     };
@@ -506,9 +544,43 @@ async fn attempt(
             chunk_count: artifact.chunks.len() as u32,
             embedder: artifact.embedder,
             dimensions: artifact.dimensions,
+            embedder_version: Some(model.version),
         },
     };
     finish(documents, stream_id, command, metadata).await
+}
+
+/// The model identity an embedder's vectors are recorded under.
+pub fn embedding_model(embedder: &dyn Embedder) -> EmbeddingModel {
+    let model = embedder.model();
+    EmbeddingModel {
+        name: model.name.clone(),
+        dimensions: model.dimensions,
+        version: model.version.clone(),
+    }
+}
+
+/// The chunking of the knowledge base a document was uploaded into, or the
+/// server's; `Err` with the pinned model when the knowledge base takes only
+/// vectors of another model than this server's.
+async fn knowledge_base_settings(
+    shared: &Shared,
+    knowledge_base_id: Option<KnowledgeBaseId>,
+) -> Result<Result<ChunkingSettings, EmbeddingModel>, AttemptError> {
+    let Some(knowledge_base_id) = knowledge_base_id else {
+        return Ok(Ok(shared.options.chunking));
+    };
+    let (knowledge_base, _) = shared
+        .actors
+        .knowledge_bases
+        .inspect(knowledge_base_id.stream_id())
+        .await?;
+    if let Some(pinned) = knowledge_base.embedding_model {
+        if pinned != embedding_model(shared.embedder.as_ref()) {
+            return Ok(Err(pinned));
+        }
+    }
+    Ok(Ok(knowledge_base.chunking.unwrap_or(shared.options.chunking)))
 }
 
 /// Chunks embedded per call of the embedder, each batch a stage event.

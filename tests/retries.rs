@@ -50,6 +50,7 @@ async fn register_without_bytes(app: &TestApp, tenant: TenantId, name: &str, tex
                 size_bytes: text.len() as u64,
                 sha256: actors::artifact::sha256_hex(text.as_bytes()),
                 object_key: object_key.clone(),
+                knowledge_base_id: None,
             },
             EventMetadata::system(Uuid::now_v7()),
         )

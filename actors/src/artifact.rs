@@ -18,6 +18,31 @@ pub struct ArtifactChunk {
     /// Offset of the chunk's first byte in the extracted text.
     pub start_byte: u64,
     pub vector: Vec<f32>,
+    /// Artifacts from before citations have none.
+    #[serde(default)]
+    pub citation: Citation,
+}
+
+/// Where a chunk is in its document, as a reader would look it up: its
+/// section's headings, and the pages, sheet and rows, or slide it comes
+/// from, as far as the format has them. Numbers are 1-based.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The headings above the chunk, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub section: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_start: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_end: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_end: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

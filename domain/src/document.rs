@@ -158,6 +158,21 @@ pub struct ArtifactRef {
     pub chunk_count: u32,
     pub embedder: String,
     pub dimensions: u32,
+    /// The embedding model's version (weights checksum or served model);
+    /// none on artifacts from before models were versioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder_version: Option<String>,
+}
+
+impl ArtifactRef {
+    /// The model the artifact's vectors come from.
+    pub fn model(&self) -> crate::EmbeddingModel {
+        crate::EmbeddingModel {
+            name: self.embedder.clone(),
+            dimensions: self.dimensions,
+            version: self.embedder_version.clone().unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +188,9 @@ pub enum DocumentCommand {
         size_bytes: u64,
         sha256: String,
         object_key: String,
+        /// The knowledge base the document is uploaded into, whose chunking
+        /// it is processed with.
+        knowledge_base_id: Option<KnowledgeBaseId>,
     },
     /// Opens a presigned upload: the client is to put `size_bytes` bytes
     /// (whose SHA-256 is `sha256`, when given) at the staging key of
@@ -257,8 +275,13 @@ pub enum ProcessingStage {
     /// The text is out of the file: `characters` of it, on `pages` pages
     /// where the format has pages.
     Extracted { characters: u64, pages: Option<u32> },
-    /// The text is cut into `chunk_count` chunks.
-    Chunked { chunk_count: u32 },
+    /// The text is cut into `chunk_count` chunks with `settings`, counted
+    /// in `tokenizer`'s tokens.
+    Chunked {
+        chunk_count: u32,
+        settings: Option<crate::ChunkingSettings>,
+        tokenizer: Option<String>,
+    },
     /// Batch `batch` (1-based) of `batches` of chunks is embedded.
     Embedded { batch: u32, batches: u32 },
 }
@@ -294,6 +317,10 @@ pub enum DocumentEvent {
         size_bytes: u64,
         sha256: String,
         object_key: String,
+        /// The knowledge base it was uploaded into, whose chunking it is
+        /// processed with; none for a document uploaded on its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        knowledge_base_id: Option<KnowledgeBaseId>,
     },
     ProcessingStarted {
         worker: String,
@@ -335,10 +362,16 @@ pub enum DocumentEvent {
         /// For the formats that have pages.
         pages: Option<u32>,
     },
-    /// Attempt `attempt` has cut the text into `chunk_count` chunks.
+    /// Attempt `attempt` has cut the text into `chunk_count` chunks, with
+    /// the chunking `settings` measured in `tokenizer`'s tokens (none in
+    /// events from before chunks were measured in tokens).
     TextChunked {
         attempt: u32,
         chunk_count: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<crate::ChunkingSettings>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokenizer: Option<String>,
     },
     /// Attempt `attempt` has embedded batch `batch` (1-based) of `batches`.
     EmbeddingBatchCompleted {
@@ -416,6 +449,8 @@ pub struct Lease {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Document {
     pub id: Option<DocumentId>,
+    /// The knowledge base it was uploaded into.
+    pub knowledge_base_id: Option<KnowledgeBaseId>,
     pub tenant_id: Option<TenantId>,
     pub file_name: Option<Protected>,
     pub content_type: Option<String>,
@@ -523,6 +558,7 @@ impl Aggregate for Document {
                 size_bytes,
                 sha256,
                 object_key,
+                knowledge_base_id,
             } => {
                 check_document_id(*document_id, *tenant_id, file_name)?;
                 // other bytes under the name of a live document are its next
@@ -555,6 +591,7 @@ impl Aggregate for Document {
                     size_bytes: *size_bytes,
                     sha256: sha256.clone(),
                     object_key: object_key.clone(),
+                    knowledge_base_id: *knowledge_base_id,
                 }])
             }
             DocumentCommand::RequestUpload {
@@ -644,6 +681,7 @@ impl Aggregate for Document {
                     size_bytes: *size_bytes,
                     sha256: sha256.clone(),
                     object_key: object_key.clone(),
+                    knowledge_base_id: pending.knowledge_base_id,
                 }])
             }
             DocumentCommand::RejectUpload { upload_id, reason } => {
@@ -771,13 +809,22 @@ impl Aggregate for Document {
                 let id = self.live_id()?;
                 self.check_lease_holder(id, worker)?;
                 let attempt = self.attempts;
-                Ok(vec![match *stage {
+                Ok(vec![match stage.clone() {
                     ProcessingStage::Extracted { characters, pages } => DocumentEvent::TextExtracted {
                         attempt,
                         characters,
                         pages,
                     },
-                    ProcessingStage::Chunked { chunk_count } => DocumentEvent::TextChunked { attempt, chunk_count },
+                    ProcessingStage::Chunked {
+                        chunk_count,
+                        settings,
+                        tokenizer,
+                    } => DocumentEvent::TextChunked {
+                        attempt,
+                        chunk_count,
+                        settings,
+                        tokenizer,
+                    },
                     ProcessingStage::Embedded { batch, batches } => {
                         if batch == 0 || batch > batches {
                             return Err(DomainError::invalid(
@@ -818,9 +865,11 @@ impl Aggregate for Document {
                 content_type,
                 object_key,
                 sha256,
+                knowledge_base_id,
                 ..
             } => {
                 *self = Document {
+                    knowledge_base_id: *knowledge_base_id,
                     id: Some(*document_id),
                     tenant_id: Some(*tenant_id),
                     file_name: Some(file_name.clone()),

@@ -41,6 +41,14 @@ pub enum DomainError {
         upload_id: String,
         expired_at: chrono::DateTime<chrono::Utc>,
     },
+    /// A document whose vectors come from another model than the one the
+    /// knowledge base is pinned to.
+    #[error("knowledge base {knowledge_base_id} is pinned to embedding model {pinned}; the document's vectors come from {found}")]
+    ModelMismatch {
+        knowledge_base_id: String,
+        pinned: String,
+        found: String,
+    },
 }
 
 impl DomainError {
@@ -57,10 +65,11 @@ impl DomainError {
             DomainError::UploadPending { .. } => "upload_pending",
             DomainError::NoPendingUpload { .. } => "no_pending_upload",
             DomainError::UploadExpired { .. } => "upload_expired",
+            DomainError::ModelMismatch { .. } => "embedding_model_mismatch",
         }
     }
 
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         DomainError::Invalid {
             field,
             reason: reason.into(),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{DocumentId, KnowledgeBaseId, TenantId};
+use crate::indexing::{ChunkingSettings, EmbeddingModel};
 use crate::sealed::{Protected, Sealed};
 use crate::{event_payload, Aggregate, Decision};
 
@@ -22,12 +23,19 @@ pub enum KnowledgeBaseCommand {
         category: Option<String>,
         sealed_name: Sealed,
         sealed_category: Option<Sealed>,
+        /// The model the server embeds with now; the knowledge base keeps it.
+        embedding_model: EmbeddingModel,
+        /// Checked by the caller against the model's input size.
+        chunking: ChunkingSettings,
     },
-    /// `document_tenant` is looked up by the caller: a knowledge base only
-    /// takes its own tenant's documents.
+    /// `document_tenant` and `document_model` (the model the document's
+    /// vectors come from, once it is processed) are looked up by the
+    /// caller: a knowledge base only takes its own tenant's documents, and
+    /// only vectors of the model it is pinned to.
     AddDocument {
         document_id: DocumentId,
         document_tenant: TenantId,
+        document_model: Option<EmbeddingModel>,
     },
     RemoveDocument {
         document_id: DocumentId,
@@ -45,6 +53,14 @@ pub enum KnowledgeBaseEvent {
         name: Protected,
         /// Sealed under the tenant's data key.
         category: Option<Protected>,
+        /// The model every vector of the knowledge base comes from; none for
+        /// knowledge bases created before models were pinned, which take
+        /// any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        embedding_model: Option<EmbeddingModel>,
+        /// How its documents are chunked; none: the server's defaults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunking: Option<ChunkingSettings>,
     },
     DocumentAddedToKnowledgeBase {
         document_id: DocumentId,
@@ -66,6 +82,8 @@ pub struct KnowledgeBase {
     pub id: Option<KnowledgeBaseId>,
     pub tenant_id: Option<TenantId>,
     pub name: Option<Protected>,
+    pub embedding_model: Option<EmbeddingModel>,
+    pub chunking: Option<ChunkingSettings>,
     pub documents: BTreeSet<DocumentId>,
     pub deleted: bool,
 }
@@ -123,6 +141,8 @@ impl Aggregate for KnowledgeBase {
                 category,
                 sealed_name,
                 sealed_category,
+                embedding_model,
+                chunking,
             } => {
                 if self.id.is_some() {
                     return Err(DomainError::AlreadyExists {
@@ -147,11 +167,14 @@ impl Aggregate for KnowledgeBase {
                     tenant_id: *tenant_id,
                     name: Protected::Sealed(sealed_name.clone()),
                     category: sealed_category.clone().map(Protected::Sealed),
+                    embedding_model: Some(embedding_model.clone()),
+                    chunking: Some(*chunking),
                 }])
             }
             KnowledgeBaseCommand::AddDocument {
                 document_id,
                 document_tenant,
+                document_model,
             } => {
                 let (id, tenant) = self.live()?;
                 if *document_tenant != tenant {
@@ -166,6 +189,15 @@ impl Aggregate for KnowledgeBase {
                         entity: "knowledge base document",
                         id: format!("{id}/{document_id}"),
                     });
+                }
+                if let (Some(pinned), Some(model)) = (&self.embedding_model, document_model) {
+                    if pinned != model {
+                        return Err(DomainError::ModelMismatch {
+                            knowledge_base_id: id.to_string(),
+                            pinned: pinned.to_string(),
+                            found: model.to_string(),
+                        });
+                    }
                 }
                 Ok(vec![KnowledgeBaseEvent::DocumentAddedToKnowledgeBase {
                     document_id: *document_id,
@@ -196,11 +228,15 @@ impl Aggregate for KnowledgeBase {
                 knowledge_base_id,
                 tenant_id,
                 name,
+                embedding_model,
+                chunking,
                 ..
             } => {
                 self.id = Some(*knowledge_base_id);
                 self.tenant_id = Some(*tenant_id);
                 self.name = Some(name.clone());
+                self.embedding_model.clone_from(embedding_model);
+                self.chunking = *chunking;
             }
             KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id } => {
                 self.documents.insert(*document_id);

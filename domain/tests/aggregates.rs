@@ -15,11 +15,11 @@ use domain::tenant::{
     MAX_WEBHOOKS, MAX_WEBHOOK_URL_BYTES,
 };
 use domain::testing::{stand_in_sealed, Scenario};
-use domain::Protected;
 use domain::{
     Aggregate, AnyEvent, ApiKeyId, DocumentId, DomainError, EventDecodeError, EventPayload, KnowledgeBaseId, TenantId,
     SCHEMA_VERSION,
 };
+use domain::{ChunkingSettings, EmbeddingModel, Protected};
 use uuid::Uuid;
 
 /// A fixed instant plus `minutes`; the domain reads no clock.
@@ -486,6 +486,7 @@ mod document {
             size_bytes: 1234,
             sha256: "ab".repeat(32),
             object_key: format!("uploads/{document_id}"),
+            knowledge_base_id: None,
         }
     }
 
@@ -502,6 +503,7 @@ mod document {
             size_bytes: 1234,
             sha256: "ab".repeat(32),
             object_key: format!("uploads/{}", document_id()),
+            knowledge_base_id: None,
         }
     }
 
@@ -532,6 +534,7 @@ mod document {
             chunk_count: 12,
             embedder: "hash-embedder".into(),
             dimensions: 384,
+            embedder_version: Some("1".into()),
         }
     }
 
@@ -803,10 +806,22 @@ mod document {
                 },
             ),
             (
-                stage(ProcessingStage::Chunked { chunk_count: 40 }),
+                stage(ProcessingStage::Chunked {
+                    chunk_count: 40,
+                    settings: Some(ChunkingSettings {
+                        max_tokens: 200,
+                        overlap_tokens: 32,
+                    }),
+                    tokenizer: Some("words-v1".into()),
+                }),
                 DocumentEvent::TextChunked {
                     attempt: 2,
                     chunk_count: 40,
+                    settings: Some(ChunkingSettings {
+                        max_tokens: 200,
+                        overlap_tokens: 32,
+                    }),
+                    tokenizer: Some("words-v1".into()),
                 },
             ),
             (
@@ -827,7 +842,11 @@ mod document {
         Scenario::<Document>::given(given.clone())
             .when(DocumentCommand::RecordStage {
                 worker: "w1".into(),
-                stage: ProcessingStage::Chunked { chunk_count: 1 },
+                stage: ProcessingStage::Chunked {
+                    chunk_count: 1,
+                    settings: None,
+                    tokenizer: None,
+                },
             })
             .then_error_code("not_lease_holder");
         for (batch, batches) in [(0, 2), (3, 2)] {
@@ -836,7 +855,11 @@ mod document {
                 .then_reject(is_invalid("batch"));
         }
         Scenario::<Document>::given([registered()])
-            .when(stage(ProcessingStage::Chunked { chunk_count: 1 }))
+            .when(stage(ProcessingStage::Chunked {
+                chunk_count: 1,
+                settings: None,
+                tokenizer: None,
+            }))
             .then_error_code("not_lease_holder");
     }
 
@@ -850,6 +873,7 @@ mod document {
             size_bytes: 99,
             sha256: sha256.into(),
             object_key: format!("tenants/x/documents/{}/v2", document_id()),
+            knowledge_base_id: None,
         }
     }
 
@@ -1189,8 +1213,11 @@ mod document {
                 size_bytes: 1234,
                 sha256: declared_sha256(),
                 object_key: object_key.clone(),
+                // the knowledge base the upload was opened for: its chunking applies
+                knowledge_base_id: Some(KnowledgeBaseId(Uuid::from_u128(9))),
             }]);
         assert_eq!(state.id, Some(document_id()));
+        assert_eq!(state.knowledge_base_id, Some(KnowledgeBaseId(Uuid::from_u128(9))));
         assert_eq!(state.status, Some(DocumentStatus::Pending));
         assert_eq!(state.object_key, Some(object_key));
         assert_eq!(state.pending_upload, None);
@@ -1341,6 +1368,23 @@ mod knowledge_base {
             category: category.map(Into::into),
             sealed_name: stand_in_sealed(name),
             sealed_category: category.map(stand_in_sealed),
+            embedding_model: model("all-MiniLM-L6-v2"),
+            chunking: chunking(),
+        }
+    }
+
+    fn model(name: &str) -> EmbeddingModel {
+        EmbeddingModel {
+            name: name.into(),
+            dimensions: 384,
+            version: "sha256:ab".into(),
+        }
+    }
+
+    fn chunking() -> ChunkingSettings {
+        ChunkingSettings {
+            max_tokens: 200,
+            overlap_tokens: 32,
         }
     }
 
@@ -1350,6 +1394,8 @@ mod knowledge_base {
             tenant_id: owner(),
             name: stand_in_sealed("papers").into(),
             category: Some(stand_in_sealed("research").into()),
+            embedding_model: Some(model("all-MiniLM-L6-v2")),
+            chunking: Some(chunking()),
         }
     }
 
@@ -1357,7 +1403,37 @@ mod knowledge_base {
         KnowledgeBaseCommand::AddDocument {
             document_id,
             document_tenant: owner(),
+            document_model: None,
         }
+    }
+
+    #[test]
+    fn a_knowledge_base_takes_only_documents_of_its_model() {
+        let state = Scenario::<KnowledgeBase>::given([created()])
+            .when(KnowledgeBaseCommand::AddDocument {
+                document_id: own_document(1),
+                document_tenant: owner(),
+                document_model: Some(model("all-MiniLM-L6-v2")),
+            })
+            .then_expect([added(own_document(1))]);
+        assert_eq!(state.embedding_model, Some(model("all-MiniLM-L6-v2")));
+        assert_eq!(state.chunking, Some(chunking()));
+        Scenario::<KnowledgeBase>::given([created()])
+            .when(KnowledgeBaseCommand::AddDocument {
+                document_id: own_document(2),
+                document_tenant: owner(),
+                document_model: Some(model("text-embedding-3-small")),
+            })
+            .then_error_code("embedding_model_mismatch");
+        let mut other_weights = model("all-MiniLM-L6-v2");
+        other_weights.version = "sha256:cd".into();
+        Scenario::<KnowledgeBase>::given([created()])
+            .when(KnowledgeBaseCommand::AddDocument {
+                document_id: own_document(3),
+                document_tenant: owner(),
+                document_model: Some(other_weights),
+            })
+            .then_error_code("embedding_model_mismatch");
     }
 
     fn added(document_id: DocumentId) -> KnowledgeBaseEvent {
@@ -1406,6 +1482,8 @@ mod knowledge_base {
                 tenant_id: owner(),
                 name: stand_in_sealed("papers").into(),
                 category: None,
+                embedding_model: Some(model("all-MiniLM-L6-v2")),
+                chunking: Some(chunking()),
             }]);
     }
 
@@ -1418,6 +1496,8 @@ mod knowledge_base {
                 tenant_id: owner(),
                 name: stand_in_sealed(&"n".repeat(200)).into(),
                 category: Some(stand_in_sealed(&"c".repeat(100)).into()),
+                embedding_model: Some(model("all-MiniLM-L6-v2")),
+                chunking: Some(chunking()),
             }]);
         for name in [String::new(), "  ".into(), "n".repeat(201), "new\nline".into()] {
             Scenario::<KnowledgeBase>::given_no_events()
@@ -1464,6 +1544,7 @@ mod knowledge_base {
             .when(KnowledgeBaseCommand::AddDocument {
                 document_id: foreign,
                 document_tenant: TenantId::for_email("bob@example.com"),
+                document_model: None,
             })
             .then_reject(
                 |error| matches!(error, DomainError::NotFound { entity: "document", id } if *id == foreign.to_string()),
@@ -1616,6 +1697,7 @@ mod stored_events {
                 size_bytes: u64::MAX,
                 sha256: "ab".repeat(32),
                 object_key: "uploads/x".into(),
+                knowledge_base_id: None,
             },
             DocumentEvent::ProcessingStarted {
                 worker: "w1".into(),
@@ -1629,6 +1711,7 @@ mod stored_events {
                     chunk_count: 3,
                     embedder: "hash-embedder".into(),
                     dimensions: 384,
+                    embedder_version: None,
                 },
             },
             DocumentEvent::ProcessingFailed {
@@ -1686,6 +1769,11 @@ mod stored_events {
             DocumentEvent::TextChunked {
                 attempt: 1,
                 chunk_count: 12,
+                settings: Some(ChunkingSettings {
+                    max_tokens: 254,
+                    overlap_tokens: 32,
+                }),
+                tokenizer: Some("all-MiniLM-L6-v2 wordpiece".into()),
             },
             DocumentEvent::EmbeddingBatchCompleted {
                 attempt: 1,
@@ -1729,12 +1817,24 @@ mod stored_events {
                 name: stand_in_sealed("papers").into(),
                 // written before names were sealed: still readable
                 category: Some(Protected::Plain("research".into())),
+                embedding_model: Some(EmbeddingModel {
+                    name: "all-MiniLM-L6-v2".into(),
+                    dimensions: 384,
+                    version: "sha256:53aa".into(),
+                }),
+                chunking: Some(ChunkingSettings {
+                    max_tokens: 200,
+                    overlap_tokens: 32,
+                }),
             },
             KnowledgeBaseEvent::KnowledgeBaseCreated {
                 knowledge_base_id: KnowledgeBaseId(Uuid::from_u128(8)),
                 tenant_id,
                 name: Protected::Plain("notes".into()),
                 category: None,
+                // written before models were pinned
+                embedding_model: None,
+                chunking: None,
             },
             KnowledgeBaseEvent::DocumentAddedToKnowledgeBase { document_id },
             KnowledgeBaseEvent::DocumentRemovedFromKnowledgeBase { document_id },

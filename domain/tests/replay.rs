@@ -29,7 +29,7 @@ use domain::document::{
 use domain::knowledge_base::{KnowledgeBase, KnowledgeBaseCommand, KnowledgeBaseEvent};
 use domain::tenant::{ApiKeyScopes, Email, Role, Tenant, TenantCommand, TenantEvent, MAX_ACTIVE_API_KEYS};
 use domain::testing::{round_trip, stand_in_sealed};
-use domain::Protected;
+use domain::{ChunkingSettings, EmbeddingModel, Protected};
 
 /// The text a [`stand_in_sealed`] value encodes, to check that state keeps
 /// the sealed form of the very name its id was derived from.
@@ -564,6 +564,7 @@ mod document {
                     size_bytes: *size_bytes,
                     sha256: format!("{size_bytes:064x}"),
                     object_key: format!("uploads/{}", document_id()),
+                    knowledge_base_id: None,
                 },
                 Step::Start {
                     worker,
@@ -586,6 +587,7 @@ mod document {
                         chunk_count: 3,
                         embedder: "minilm".into(),
                         dimensions: 384,
+                        embedder_version: Some("sha256:ab".into()),
                     },
                 },
                 Step::Fail { worker, reason } => DocumentCommand::FailProcessing {
@@ -610,7 +612,14 @@ mod document {
                 Step::Retry => DocumentCommand::Retry,
                 Step::Stage { worker } => DocumentCommand::RecordStage {
                     worker: WORKERS[*worker].into(),
-                    stage: ProcessingStage::Chunked { chunk_count: 7 },
+                    stage: ProcessingStage::Chunked {
+                        chunk_count: 7,
+                        settings: Some(ChunkingSettings {
+                            max_tokens: 200,
+                            overlap_tokens: 32,
+                        }),
+                        tokenizer: Some("words-v1".into()),
+                    },
                 },
                 Step::Delete => DocumentCommand::Delete,
                 Step::RequestUpload {
@@ -934,6 +943,14 @@ mod knowledge_base {
         ]
     }
 
+    fn model(name: &str) -> EmbeddingModel {
+        EmbeddingModel {
+            name: name.into(),
+            dimensions: 384,
+            version: "1".into(),
+        }
+    }
+
     fn commands(steps: &[Step]) -> Vec<KnowledgeBaseCommand> {
         let knowledge_base_id = KnowledgeBaseId(Uuid::from_u128(0x6b62));
         steps
@@ -946,12 +963,24 @@ mod knowledge_base {
                     category: category.clone(),
                     sealed_name: stand_in_sealed(name),
                     sealed_category: category.as_deref().map(stand_in_sealed),
+                    embedding_model: model("minilm"),
+                    chunking: ChunkingSettings {
+                        max_tokens: 200,
+                        overlap_tokens: 32,
+                    },
                 },
                 Step::Add { document: n } => {
                     let (document_id, document_tenant) = document(*n);
+                    // some documents were embedded by another model, which
+                    // the knowledge base refuses
                     KnowledgeBaseCommand::AddDocument {
                         document_id,
                         document_tenant,
+                        document_model: match n % 3 {
+                            0 => None,
+                            1 => Some(model("minilm")),
+                            _ => Some(model("other")),
+                        },
                     }
                 }
                 Step::Remove { document: n } => KnowledgeBaseCommand::RemoveDocument {

@@ -183,6 +183,19 @@ pub fn resolve_content_type(ext: &str, declared: Option<&str>) -> Result<&'stati
         })
 }
 
+/// Bounds on what one file may cost to extract.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractLimits {}
+
+/// [`extract_text`] within `limits`.
+pub fn extract_with_limits(
+    file_name_extension: Option<&str>,
+    bytes: &[u8],
+    _limits: &ExtractLimits,
+) -> Result<ExtractedText, ExtractError> {
+    extract_text(file_name_extension, bytes)
+}
+
 /// Decodes a file into text, chosen by its extension.
 ///
 /// A UTF-8 byte order mark is dropped and line endings become `\n`, so that

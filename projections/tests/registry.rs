@@ -159,6 +159,7 @@ fn document_registered(tenant_id: TenantId, file_name: &str) -> (DocumentId, Doc
         size_bytes: 1234,
         sha256: format!("sha-of-{file_name}"),
         object_key: format!("{tenant_id}/{file_name}"),
+        knowledge_base_id: None,
     };
     (document_id, event)
 }

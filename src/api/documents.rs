@@ -424,7 +424,16 @@ pub(super) async fn existing_duplicate(
         return Ok(None);
     };
     if let Some(kb) = knowledge_base {
-        match link_document(app, caller, kb, existing.id, caller.tenant_id).await {
+        match link_document(
+            app,
+            caller,
+            kb,
+            existing.id,
+            caller.tenant_id,
+            existing.embedding_model.clone(),
+        )
+        .await
+        {
             Ok(()) => {}
             Err(ApiError::Conflict {
                 code: "already_exists", ..
@@ -587,6 +596,7 @@ impl DocumentsApi {
                     size_bytes: file.size_bytes,
                     sha256: file.sha256,
                     object_key: object_key.clone(),
+                    knowledge_base_id: knowledge_base,
                 },
                 caller.metadata(),
             )
@@ -605,7 +615,7 @@ impl DocumentsApi {
         });
         app.settle(registered.written).await;
         if let Some(kb) = knowledge_base {
-            match link_document(&app, &caller, kb, document_id, caller.tenant_id).await {
+            match link_document(&app, &caller, kb, document_id, caller.tenant_id, None).await {
                 Ok(()) => {}
                 // a new version of a document that is there already
                 Err(ApiError::Conflict {

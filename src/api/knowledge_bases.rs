@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use domain::knowledge_base::{normalise_category, normalise_name, KnowledgeBaseCommand};
-use domain::{DocumentId, KnowledgeBaseId, TenantId};
+use domain::{ChunkingSettings, DocumentId, EmbeddingModel, KnowledgeBaseId, TenantId};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -16,6 +16,7 @@ use super::documents::reachable_document;
 use super::error::ApiError;
 use super::{ApiKeyAuth, Caller};
 use crate::app::App;
+use crate::processor::embedding_model;
 
 #[derive(Tags)]
 enum Tag {
@@ -27,6 +28,26 @@ enum Tag {
 struct CreateKnowledgeBase {
     name: String,
     category: Option<String>,
+    /// How its documents are cut into chunks; unset: the server's defaults.
+    chunking: Option<Chunking>,
+}
+
+/// Chunk sizes in the embedding model's tokens.
+#[derive(Object)]
+struct Chunking {
+    /// At most what the model reads (254 for all-MiniLM-L6-v2).
+    max_tokens: u32,
+    /// Tokens of whole sentences a chunk repeats from the one before; less
+    /// than half of `max_tokens`.
+    overlap_tokens: u32,
+}
+
+/// The model every vector of a knowledge base comes from.
+#[derive(Object)]
+struct EmbeddingModelView {
+    name: String,
+    dimensions: u32,
+    version: String,
 }
 
 #[derive(Object)]
@@ -34,6 +55,9 @@ struct KnowledgeBaseView {
     id: Uuid,
     name: String,
     category: Option<String>,
+    /// None for knowledge bases from before models were pinned.
+    embedding_model: Option<EmbeddingModelView>,
+    chunking: Option<Chunking>,
     document_count: i64,
     created_at: DateTime<Utc>,
 }
@@ -49,6 +73,15 @@ impl KnowledgeBaseView {
             id: row.id.0,
             name: app.reveal(row.tenant_id, "name", &row.name).await,
             category,
+            embedding_model: row.embedding_model.map(|model| EmbeddingModelView {
+                name: model.name,
+                dimensions: model.dimensions,
+                version: model.version,
+            }),
+            chunking: row.chunking.map(|chunking| Chunking {
+                max_tokens: chunking.max_tokens,
+                overlap_tokens: chunking.overlap_tokens,
+            }),
             document_count: row.document_count,
             created_at: row.created_at,
         }
@@ -183,6 +216,18 @@ impl KnowledgeBasesApi {
             .map(normalise_category)
             .transpose()
             .map_err(invalid)?;
+        let chunking = body.chunking.as_ref().map_or(
+            ChunkingSettings {
+                max_tokens: app.config.chunk_max_tokens,
+                overlap_tokens: app.config.chunk_overlap_tokens,
+            },
+            |chunking| ChunkingSettings {
+                max_tokens: chunking.max_tokens,
+                overlap_tokens: chunking.overlap_tokens,
+            },
+        );
+        let model_max = u32::try_from(app.embedder.max_input_tokens()).unwrap_or(u32::MAX);
+        chunking.validate(model_max).map_err(invalid)?;
         let sealed_name = app
             .vault
             .seal(caller.tenant_id, "name", &name)
@@ -209,6 +254,8 @@ impl KnowledgeBasesApi {
                     category,
                     sealed_name,
                     sealed_category,
+                    embedding_model: embedding_model(app.embedder.as_ref()),
+                    chunking,
                 },
                 caller.metadata(),
             )
@@ -401,7 +448,15 @@ async fn add_document_to_knowledge_base(
     document_id: DocumentId,
 ) -> Result<(), ApiError> {
     let document = reachable_document(app, caller, document_id.0).await?;
-    link_document(app, caller, knowledge_base_id, document_id, document.tenant_id).await
+    link_document(
+        app,
+        caller,
+        knowledge_base_id,
+        document_id,
+        document.tenant_id,
+        document.embedding_model,
+    )
+    .await
 }
 
 /// Links a document whose owner is already known: an upload links the
@@ -413,6 +468,7 @@ pub(super) async fn link_document(
     knowledge_base_id: KnowledgeBaseId,
     document_id: DocumentId,
     document_tenant: TenantId,
+    document_model: Option<EmbeddingModel>,
 ) -> Result<(), ApiError> {
     let outcome = app
         .actors
@@ -422,6 +478,7 @@ pub(super) async fn link_document(
             KnowledgeBaseCommand::AddDocument {
                 document_id,
                 document_tenant,
+                document_model,
             },
             caller.metadata(),
         )

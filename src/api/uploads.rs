@@ -309,7 +309,7 @@ impl UploadsApi {
         remove_object(app.raw_objects.as_ref(), &pending.staging_key).await;
         app.settle(completed.written).await;
         if let Some(kb) = pending.knowledge_base_id {
-            link_document(&app, &caller, kb, document_id, caller.tenant_id).await?;
+            link_document(&app, &caller, kb, document_id, caller.tenant_id, None).await?;
         }
         tracing::info!(%document_id, %upload_id, size_bytes = bytes, "presigned upload completed");
         Ok(UploadResponse::Accepted(Json(Accepted {

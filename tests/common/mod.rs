@@ -95,8 +95,8 @@ pub async fn spawn_app_configured(backend: Backend, configure: impl FnOnce(&mut 
             Backend::Postgres => Some(postgres_url().await),
         },
         processing_lease_secs: 10,
-        chunk_max_words: 40,
-        chunk_overlap_words: 8,
+        chunk_max_tokens: 48,
+        chunk_overlap_tokens: 8,
         ..Config::default()
     };
     configure(&mut config);

@@ -451,6 +451,7 @@ async fn apply_document(
             size_bytes,
             sha256,
             object_key,
+            knowledge_base_id: _,
         } => {
             check_same_entity(document.0, document_id.0, "document")?;
             transaction
@@ -553,11 +554,12 @@ async fn apply_document(
             transaction
                 .execute(
                     "UPDATE documents_registry SET op_status = 'SUCCESS', lock_status = 'UNLOCKED', error = NULL, \
-                     chunk_count = $2, embedder = $3, updated_at = $4 WHERE id = $1",
+                     chunk_count = $2, embedder = $3, embedding_model = $4, updated_at = $5 WHERE id = $1",
                     &[
                         id,
                         Param::Int(i64::from(artifact.chunk_count)),
-                        Param::Text(artifact.embedder),
+                        Param::Text(artifact.embedder.clone()),
+                        Param::OptText(json_column(&Some(artifact.model()))?),
                         Param::Time(at),
                     ],
                 )
@@ -733,17 +735,21 @@ async fn apply_knowledge_base(
             tenant_id,
             name,
             category,
+            embedding_model,
+            chunking,
         } => {
             check_same_entity(knowledge_base.0, knowledge_base_id.0, "knowledge base")?;
             transaction
                 .execute(
-                    "INSERT INTO knowledge_bases (id, user_id, name, category, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5)",
+                    "INSERT INTO knowledge_bases (id, user_id, name, category, embedding_model, chunking, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
                     &[
                         id,
                         Param::Uuid(tenant_id.0),
                         Param::text(name.as_str()),
                         Param::OptText(category.map(|category| category.as_str().to_owned())),
+                        Param::OptText(json_column(&embedding_model)?),
+                        Param::OptText(json_column(&chunking)?),
                         Param::Time(at),
                     ],
                 )
@@ -799,4 +805,13 @@ async fn touch_knowledge_base(transaction: &mut Writer, id: Param, at: DateTime<
         )
         .await?;
     Ok(())
+}
+
+/// A value kept as JSON text in a column.
+fn json_column<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>, ApplyError> {
+    value
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|error| ApplyError::Event(format!("a column value does not encode: {error}")))
 }

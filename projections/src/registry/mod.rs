@@ -85,6 +85,9 @@ pub struct KnowledgeBaseRow {
     pub tenant_id: TenantId,
     pub name: String,
     pub category: Option<String>,
+    /// None for knowledge bases from before models were pinned.
+    pub embedding_model: Option<domain::EmbeddingModel>,
+    pub chunking: Option<domain::ChunkingSettings>,
     /// Links whose document is in the registry: the documents
     /// [`Registry::knowledge_base_documents`] lists.
     pub document_count: i64,
@@ -104,6 +107,8 @@ pub struct DocumentRow {
     pub op_status: DocumentStatus,
     pub error: Option<String>,
     pub chunk_count: Option<i64>,
+    /// The model the vectors of the current version come from, once processed.
+    pub embedding_model: Option<domain::EmbeddingModel>,
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -23,13 +23,14 @@ const API_KEY_COLUMNS: &str = "SELECT key_id, user_id, secret_hash, role::text A
 
 /// `document_count` counts the links whose document is in the registry,
 /// the ones [`Registry::knowledge_base_documents`] lists.
-const KNOWLEDGE_BASE_COLUMNS: &str = "SELECT kb.id, kb.user_id, kb.name, kb.category, kb.created_at, \
-     kb.updated_at, (SELECT COUNT(*) FROM knowledge_base_documents link \
+const KNOWLEDGE_BASE_COLUMNS: &str = "SELECT kb.id, kb.user_id, kb.name, kb.category, kb.embedding_model, \
+     kb.chunking, kb.created_at, kb.updated_at, (SELECT COUNT(*) FROM knowledge_base_documents link \
      JOIN documents_registry doc ON doc.id = link.document_id \
      WHERE link.knowledge_base_id = kb.id) AS document_count FROM knowledge_bases kb";
 
 const DOCUMENT_COLUMNS: &str = "SELECT id, user_id, file_name, content_type, size_bytes, sha256, object_key, \
-     op_status::text AS op_status, error, chunk_count, attempts, created_at, updated_at FROM documents_registry";
+     op_status::text AS op_status, error, chunk_count, embedding_model, attempts, created_at, updated_at \
+     FROM documents_registry";
 
 const PENDING_UPLOAD_COLUMNS: &str = "SELECT document_id, user_id, upload_id, staging_key, size_bytes, sha256, \
      knowledge_base_id, expires_at, created_at FROM pending_uploads";
@@ -484,6 +485,8 @@ fn knowledge_base_row(row: &Row) -> Result<KnowledgeBaseRow, RegistryError> {
         tenant_id: TenantId(reader.uuid("user_id")?),
         name: reader.text("name")?,
         category: reader.opt_text("category")?,
+        embedding_model: reader.opt_json("embedding_model")?,
+        chunking: reader.opt_json("chunking")?,
         document_count: reader.int("document_count")?,
         created_at: reader.time("created_at")?,
         updated_at: reader.time("updated_at")?,
@@ -505,6 +508,7 @@ fn document_row(row: &Row) -> Result<DocumentRow, RegistryError> {
         op_status: reader.status("op_status")?,
         error: reader.opt_text("error")?,
         chunk_count: reader.opt_int("chunk_count")?,
+        embedding_model: reader.opt_json("embedding_model")?,
         attempts: reader.int("attempts")?,
         created_at: reader.time("created_at")?,
         updated_at: reader.time("updated_at")?,
@@ -596,6 +600,7 @@ const DUMPED_TABLES: &[DumpSpec] = &[
             ("attempts", Kind::Int),
             ("chunk_count", Kind::Int),
             ("embedder", Kind::Text),
+            ("embedding_model", Kind::Text),
             ("created_at", Kind::Time),
             ("updated_at", Kind::Time),
         ],
@@ -609,6 +614,8 @@ const DUMPED_TABLES: &[DumpSpec] = &[
             ("user_id", Kind::Uuid),
             ("name", Kind::Text),
             ("category", Kind::Text),
+            ("embedding_model", Kind::Text),
+            ("chunking", Kind::Text),
             ("created_at", Kind::Time),
             ("updated_at", Kind::Time),
         ],
