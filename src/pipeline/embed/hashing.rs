@@ -129,10 +129,10 @@ mod tests {
     fn shared_words_are_closer_than_unrelated_text() {
         let embedder = HashingEmbedder::new(256);
         let vectors = embedder.embed_now(&[
-                "rust borrow checker lifetimes",
-                "the borrow checker enforces lifetimes in rust",
-                "banana bread recipe with walnuts",
-            ]);
+            "rust borrow checker lifetimes",
+            "the borrow checker enforces lifetimes in rust",
+            "banana bread recipe with walnuts",
+        ]);
         assert!(cosine(&vectors[0], &vectors[1]) > cosine(&vectors[0], &vectors[2]) + 0.3);
     }
 
