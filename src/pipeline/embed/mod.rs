@@ -2,9 +2,11 @@
 //! vectors, and the model identity a knowledge base is pinned to.
 //!
 //! Implementations: the deterministic [`HashingEmbedder`] (tests, and the
-//! embedded default when no model directory is configured).
+//! embedded default when no model directory is configured) and the
+//! [`OpenAiEmbedder`], a client of any OpenAI-compatible embeddings server.
 
 mod hashing;
+mod openai;
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use thiserror::Error;
 use crate::pipeline::tokens::TokenCounter;
 
 pub use hashing::HashingEmbedder;
+pub use openai::{OpenAiEmbedder, OpenAiSettings};
 
 /// Which model made a vector. Vectors of two models never mix: a knowledge
 /// base records the model it was created with and takes no other.
