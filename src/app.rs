@@ -29,7 +29,7 @@ use projections::registry::REGISTRY_PROJECTION;
 use crate::auth::KeyHasher;
 use crate::background::PeriodicTask;
 use crate::config::Config;
-use crate::pipeline::{Embedder, HashingEmbedder};
+use crate::pipeline::{embedder_from_config, Embedder};
 use crate::processor::{Processor, ProcessorHandle, ProcessorOptions, WorkSource};
 use crate::upload_cleaner::UploadCleaner;
 use crate::webhooks::{SenderOptions, WebhookSender};
@@ -285,9 +285,11 @@ impl App {
             (None, Feed::Elsewhere)
         };
 
-        let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(config.embedding_dimensions));
+        let embedder = embedder_from_config(&config)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot start the embedder: {error}"))?;
+        tracing::info!(embedder = %embedder.describe(), "embedder ready");
         let processor = if roles.process {
-            tracing::info!(embedder = %embedder.describe(), "embedder ready");
             let source = match &kafka {
                 Some(settings) => WorkSource::Kafka {
                     settings: settings.clone(),

@@ -194,6 +194,15 @@ fn kb_created(tenant_id: TenantId, name: &str) -> (KnowledgeBaseId, KnowledgeBas
         tenant_id,
         name: Protected::Plain(name.to_owned()),
         category: Some(Protected::Plain("research".to_owned())),
+        embedding_model: Some(domain::EmbeddingModel {
+            name: "all-MiniLM-L6-v2".to_owned(),
+            dimensions: 384,
+            version: "sha256:53aa".to_owned(),
+        }),
+        chunking: Some(domain::ChunkingSettings {
+            max_tokens: 200,
+            overlap_tokens: 32,
+        }),
     };
     (knowledge_base_id, event)
 }
@@ -214,6 +223,7 @@ fn processed(chunk_count: u32) -> DocumentEvent {
             chunk_count,
             embedder: "hash-embedder".to_owned(),
             dimensions: 64,
+            embedder_version: Some("1".to_owned()),
         },
     }
 }
@@ -387,6 +397,13 @@ async fn lifecycle_reaches_every_table_and_mirrors_status_onto_links(backend: Ba
         ("papers", Some("research"))
     );
     assert_eq!((row.tenant_id, row.document_count), (alice, 1));
+    assert_eq!(
+        row.embedding_model
+            .as_ref()
+            .map(|model| (model.name.as_str(), model.dimensions)),
+        Some(("all-MiniLM-L6-v2", 384))
+    );
+    assert_eq!(row.chunking.map(|chunking| chunking.max_tokens), Some(200));
     assert_eq!(row.created_at, harness.recorded_at(&kb.stream_id(), 1).await);
     assert_eq!(row.updated_at, harness.recorded_at(&kb.stream_id(), 2).await);
     let document = registry

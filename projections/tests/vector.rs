@@ -78,6 +78,8 @@ impl Harness {
             tenant_id: self.tenant,
             name: domain::Protected::Plain(format!("kb {kb}")),
             category: None,
+            embedding_model: None,
+            chunking: None,
         };
         self.append(kb.stream_id(), &created).await;
         kb
@@ -117,6 +119,11 @@ impl Harness {
                     text: (*text).to_owned(),
                     start_byte: 0,
                     vector: vector.clone(),
+                    citation: actors::artifact::Citation {
+                        page_start: Some(index as u32 + 1),
+                        page_end: Some(index as u32 + 1),
+                        ..Default::default()
+                    },
                 })
                 .collect(),
         };
@@ -136,6 +143,7 @@ impl Harness {
                 chunk_count: chunk_count as u32,
                 embedder: "test".into(),
                 dimensions: DIMENSION as u32,
+                embedder_version: None,
             },
         };
         self.append(document_id.stream_id(), &processed).await;

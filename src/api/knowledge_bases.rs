@@ -148,7 +148,40 @@ struct SearchHit {
     file_name: String,
     chunk_index: u32,
     text: String,
+    /// Where in the document the chunk is.
+    citation: CitationView,
     score: f32,
+}
+
+/// Where a chunk is, as a reader would look it up; each part only where the
+/// format has it. Numbers are 1-based.
+#[derive(Object)]
+struct CitationView {
+    /// The headings above the chunk, outermost first.
+    section: Vec<String>,
+    /// The pdf pages the chunk runs over.
+    page_start: Option<u32>,
+    page_end: Option<u32>,
+    /// The spreadsheet sheet and rows (csv: rows) it holds.
+    sheet: Option<String>,
+    row_start: Option<u64>,
+    row_end: Option<u64>,
+    /// The presentation slide.
+    slide: Option<u32>,
+}
+
+impl From<actors::artifact::Citation> for CitationView {
+    fn from(citation: actors::artifact::Citation) -> Self {
+        CitationView {
+            section: citation.section,
+            page_start: citation.page_start,
+            page_end: citation.page_end,
+            sheet: citation.sheet,
+            row_start: citation.row_start,
+            row_end: citation.row_end,
+            slide: citation.slide,
+        }
+    }
 }
 
 #[derive(Object)]
@@ -431,6 +464,7 @@ impl KnowledgeBasesApi {
                 file_name: app.reveal(caller.tenant_id, "file_name", stored).await,
                 chunk_index: hit.chunk_index,
                 text: hit.text,
+                citation: hit.citation.into(),
                 score: hit.score,
             });
         }

@@ -9,6 +9,8 @@ pub mod extract;
 pub mod tokens;
 
 pub use chunk::{chunk_text, ChunkingOptions, TextChunk};
-pub use embed::{EmbedError, Embedder, HashingEmbedder, ModelInfo, OpenAiEmbedder, OpenAiSettings};
+pub use embed::{
+    embedder_from_config, EmbedError, Embedder, HashingEmbedder, ModelInfo, OpenAiEmbedder, OpenAiSettings,
+};
 pub use extract::{extract_text, ExtractError, ExtractedText};
 pub use tokens::{TokenCounter, WordTokens};

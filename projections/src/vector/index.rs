@@ -89,6 +89,7 @@ pub(crate) struct StoredChunk {
     pub index: u32,
     pub text: String,
     pub vector: Vec<f32>,
+    pub citation: actors::artifact::Citation,
 }
 
 /// A live point: the chunk at `slot` of a document's chunks.
@@ -310,6 +311,7 @@ impl KbGraph {
                         document_id: entry.document_id,
                         chunk_index: chunk.index,
                         text: chunk.text.clone(),
+                        citation: chunk.citation.clone(),
                         score: 1.0 - neighbour.distance,
                     })
                 })
@@ -444,6 +446,7 @@ mod tests {
                     index: index as u32,
                     text: format!("chunk {index}"),
                     vector: normalised(vector).expect("usable vector"),
+                    citation: Default::default(),
                 })
                 .collect(),
         })
@@ -536,6 +539,7 @@ mod tests {
                 index: 0,
                 text: "flat".into(),
                 vector: vec![1.0, 0.0],
+                citation: Default::default(),
             }],
         });
         let outcome = graph.replace_document(DocumentId(uuid::Uuid::from_u128(2)), Some(other));

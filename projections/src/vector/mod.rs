@@ -91,6 +91,7 @@ pub struct VectorHit {
     pub document_id: DocumentId,
     pub chunk_index: u32,
     pub text: String,
+    pub citation: actors::artifact::Citation,
     /// Cosine similarity to the query, in `[-1, 1]`; higher is better.
     pub score: f32,
 }
@@ -687,6 +688,7 @@ fn chunks_of(document_id: DocumentId, artifact: ChunkArtifact) -> Result<Documen
             index: chunk.index,
             text: chunk.text,
             vector,
+            citation: chunk.citation,
         });
     }
     Ok(DocumentChunks { dimension, chunks })

@@ -38,6 +38,7 @@ pub(super) fn write_snapshot(root: &Path, state: &mut State) -> Result<(), Vecto
                     .map(|chunk| snapshot::ChunkRecord {
                         index: chunk.index,
                         text: chunk.text.clone(),
+                        citation: chunk.citation.clone(),
                     })
                     .collect(),
             };
@@ -236,6 +237,7 @@ fn rebuild_state(
                         index: chunk.index,
                         text: chunk.text,
                         vector: vector.to_vec(),
+                        citation: chunk.citation,
                     })
                     .collect();
                 Some(Arc::new(DocumentChunks {

@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use actors::artifact::Citation;
 use domain::{DocumentId, KnowledgeBaseId, LogPosition};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,9 @@ pub(crate) struct ChunksRecord {
 pub(crate) struct ChunkRecord {
     pub index: u32,
     pub text: String,
+    /// Absent in snapshots written before citations.
+    #[serde(default)]
+    pub citation: Citation,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

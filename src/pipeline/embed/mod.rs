@@ -7,6 +7,7 @@
 
 mod hashing;
 mod openai;
+mod select;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::pipeline::tokens::TokenCounter;
 
 pub use hashing::HashingEmbedder;
 pub use openai::{OpenAiEmbedder, OpenAiSettings};
+pub use select::embedder_from_config;
 
 /// Which model made a vector. Vectors of two models never mix: a knowledge
 /// base records the model it was created with and takes no other.

@@ -1,0 +1,40 @@
+//! Picks and starts the embedder the configuration names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{EmbedError, Embedder, HashingEmbedder, OpenAiEmbedder, OpenAiSettings};
+use crate::config::{Config, EmbedderKind};
+
+/// The configured embedder, loaded (the local model) or reached once (a
+/// server), so that a wrong setting stops the start with its reason.
+pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, EmbedError> {
+    match config.embedder_kind() {
+        EmbedderKind::Hashing => Ok(Arc::new(HashingEmbedder::new(config.embedding_dimensions))),
+        EmbedderKind::Openai => {
+            let (Some(url), Some(model)) = (&config.embed_url, &config.embed_model) else {
+                return Err(EmbedError::Rejected {
+                    embedder: "openai".into(),
+                    reason: "NEUROSTASH_EMBED_URL and NEUROSTASH_EMBED_MODEL must be set".into(),
+                });
+            };
+            let mut settings = OpenAiSettings::new(url.clone(), model.clone());
+            settings.api_key = config.embed_api_key.as_ref().map(|key| key.expose().to_owned());
+            settings.dimensions = config.embed_dimensions;
+            settings.batch_size = config.embed_batch_size;
+            settings.timeout = Duration::from_secs(config.embed_timeout_secs);
+            settings.max_retries = config.embed_max_retries;
+            settings.max_input_tokens = config.embed_max_input_tokens;
+            Ok(Arc::new(OpenAiEmbedder::connect(settings).await?))
+        }
+        EmbedderKind::Local => local(config),
+    }
+}
+
+fn local(config: &Config) -> Result<Arc<dyn Embedder>, EmbedError> {
+    let dir = config.model_dir();
+    Err(EmbedError::Rejected {
+        embedder: "local".into(),
+        reason: format!("the local model at {} is not available in this build", dir.display()),
+    })
+}
