@@ -300,10 +300,10 @@ mod tests {
 
     #[test]
     fn chunks_end_at_a_sentence() {
-        let text = "one two three four five six. seven eight nine ten eleven twelve.";
+        let text = "One two three four five six. Seven eight nine ten eleven twelve.";
         let chunks = chunk(text, 8, 0);
-        assert_eq!(chunks[0].text, "one two three four five six.");
-        assert_eq!(chunks[1].text, "seven eight nine ten eleven twelve.");
+        assert_eq!(chunks[0].text, "One two three four five six.");
+        assert_eq!(chunks[1].text, "Seven eight nine ten eleven twelve.");
     }
 
     #[test]

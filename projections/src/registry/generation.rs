@@ -42,12 +42,14 @@ const POSTGRES_CHANGES: &[&str] = &[
     include_str!("../../../migrations/postgres/0010_pending_uploads.up.sql"),
     include_str!("../../../migrations/postgres/0011_document_content_hash.up.sql"),
     include_str!("../../../migrations/postgres/0013_document_versions.up.sql"),
+    include_str!("../../../migrations/postgres/0014_embedding_models.up.sql"),
 ];
 const SQLITE_CHANGES: &[&str] = &[
     include_str!("../../../migrations/sqlite/0008_api_key_scopes.up.sql"),
     include_str!("../../../migrations/sqlite/0010_pending_uploads.up.sql"),
     include_str!("../../../migrations/sqlite/0011_document_content_hash.up.sql"),
     include_str!("../../../migrations/sqlite/0013_document_versions.up.sql"),
+    include_str!("../../../migrations/sqlite/0014_embedding_models.up.sql"),
 ];
 /// Where the migration's shared bookkeeping tables begin: not copied.
 const BOOKKEEPING_MARKER: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints";
@@ -460,6 +462,9 @@ mod tests {
                 "document_versions",
                 "create index document_versions_user_id_idx".to_owned(),
             ),
+            ("knowledge_bases", "add column embedding_model".to_owned()),
+            ("knowledge_bases", "add column chunking".to_owned()),
+            ("documents_registry", "add column embedding_model".to_owned()),
         ];
         for changes in [SQLITE_CHANGES, POSTGRES_CHANGES] {
             let statements: Vec<String> = changes.iter().flat_map(|script| statements(script)).collect();
