@@ -145,6 +145,12 @@ impl TestApp {
         serve(app, self.config, self.admin_key, self._data_dir).await
     }
 
+    /// Like [`TestApp::restart`], with the configuration changed first.
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        configure(&mut self.config);
+        self.restart().await
+    }
+
     /// Stops everything, throws away every projection (the registry rows
     /// with their checkpoint, the vector index directory), and starts again:
     /// the projections are rebuilt from position 0 of the log.
