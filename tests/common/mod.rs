@@ -326,6 +326,36 @@ impl TestApp {
         read(response).await
     }
 
+    /// Uploads `bytes` as `file_name`, declared as octet-stream (what
+    /// `curl -F` sends), so the extension alone says the type.
+    pub async fn upload_bytes(
+        &self,
+        key: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        knowledge_base: Option<&str>,
+    ) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes)
+                .file_name(file_name.to_owned())
+                .mime_str("application/octet-stream")
+                .unwrap(),
+        );
+        if let Some(kb) = knowledge_base {
+            form = form.text("knowledge_base_id", kb.to_owned());
+        }
+        let response = self
+            .client
+            .post(self.url("/v1/documents"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload is sent");
+        read(response).await
+    }
+
     /// Polls a document until it leaves PENDING/PROCESSING.
     pub async fn wait_processed(&self, key: &str, document_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
