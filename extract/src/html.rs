@@ -9,17 +9,19 @@
 use std::cell::RefCell;
 
 use html5ever::tendril::StrTendril;
-use html5ever::TokenizerResult;
 use html5ever::tokenizer::states::RawKind;
-use html5ever::tokenizer::{
-    BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
-};
+use html5ever::tokenizer::{BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts};
+use html5ever::TokenizerResult;
 
 use crate::output::{push_collapsed, Output};
 use crate::text::decode_utf8_text;
 use crate::{BlockKind, ExtractError, ExtractLimits, ExtractedText, Location};
 
-pub(crate) fn extract(bytes: &[u8], limits: &ExtractLimits, format: &'static str) -> Result<ExtractedText, ExtractError> {
+pub(crate) fn extract(
+    bytes: &[u8],
+    limits: &ExtractLimits,
+    format: &'static str,
+) -> Result<ExtractedText, ExtractError> {
     let text = decode_utf8_text(bytes, limits, format)?;
     let sink = Sink {
         state: RefCell::new(State {
@@ -84,7 +86,9 @@ struct State<'l> {
     failure: Option<ExtractError>,
 }
 
-const SKIPPED: &[&str] = &["script", "style", "noscript", "template", "title", "textarea", "svg", "math"];
+const SKIPPED: &[&str] = &[
+    "script", "style", "noscript", "template", "title", "textarea", "svg", "math",
+];
 
 const VOID: &[&str] = &[
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr",
