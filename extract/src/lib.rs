@@ -195,9 +195,9 @@ fn lowercase_sentence(reason: &str) -> String {
 /// `n` bytes as a person reads a limit: "256 MiB", "512 KiB", "100 bytes".
 pub(crate) fn describe_bytes(n: u64) -> String {
     const KIB: u64 = 1024;
-    if n >= MIB as u64 && n % (MIB as u64) == 0 {
+    if n >= MIB as u64 && n.is_multiple_of(MIB as u64) {
         format!("{} MiB", n / MIB as u64)
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")

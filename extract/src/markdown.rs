@@ -97,7 +97,7 @@ fn blocks(text: &str, limits: &ExtractLimits, format: &'static str) -> Result<Ve
     // range is already a block: its inner events are skipped.
     let mut leaf_depth = 0usize;
     for (index, (event, range)) in Parser::new_ext(text, options).into_offset_iter().enumerate() {
-        if index % 1024 == 0 {
+        if index.is_multiple_of(1024) {
             budget.check()?;
         }
         if leaf_depth > 0 {

@@ -60,6 +60,14 @@ pub(crate) fn extract(
         if let Some(e) = first_error {
             return Err(ExtractError::malformed(format, e));
         }
+        // A file cut short still loads (its objects are found by scanning),
+        // but "no text" would blame the file's content, not its damage.
+        if document.xref_recovery.is_some() {
+            return Err(ExtractError::malformed(
+                format,
+                "its cross-reference table is missing or broken (is the file truncated?) and no text could be read",
+            ));
+        }
     }
 
     let levels = heading_sizes(&lines);
@@ -185,7 +193,7 @@ fn page_lines(
     };
     let mut line_bytes = 0usize;
     for (index, operation) in Content::decode_iter(&content).enumerate() {
-        if index % 4096 == 0 && budget.check().is_err() {
+        if index.is_multiple_of(4096) && budget.check().is_err() {
             break;
         }
         // A damaged stream keeps the text read up to the damage.

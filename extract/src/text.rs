@@ -36,7 +36,7 @@ fn paragraphs(text: &str, limits: &ExtractLimits, format: &'static str) -> Resul
         Ok(())
     };
     for (index, line) in text.split_inclusive('\n').enumerate() {
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             budget.check()?;
         }
         let content = line.trim_end();

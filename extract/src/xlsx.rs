@@ -42,7 +42,7 @@ pub(crate) fn extract(
         loop {
             let cell = cells.next_cell().map_err(|e| error(format, e))?;
             read += 1;
-            if read % 1024 == 0 {
+            if read.is_multiple_of(1024) {
                 out.budget.check()?;
             }
             let position = cell.as_ref().map(|cell| cell.get_position());
