@@ -19,17 +19,21 @@ Files (names are stable; tests and benchmarks rely on them):
     OUT_DIR/sample.json   json module: an object with nested members
     OUT_DIR/sample.html   a page with h1/h2, paragraphs, a list, a table, a script
     OUT_DIR/sample.md     markdown with ATX headings and a #hashtag line
+    OUT_DIR/encrypted.pdf reportlab, with a user password: must be refused
+                          with the error code "encrypted"
 
 --pdf-pages N (default 3) sets the pdf's page count; --scale N (default 1)
-repeats the body of the docx (sections), xlsx (rows), pptx (slides), csv,
-json, html and md N times, for benchmarks. The phrases below stay where they
-are at any scale.
+grows the other files for benchmarks: N-1 more docx sections of 12
+paragraphs, (N-1)*1000 more xlsx and csv rows, N-1 more slides, (N-1)*2000
+more json elements, N-1 more html and md sections. The phrases stay where
+they are at any scale.
 
 Stdout is one JSON object: for each file name, "phrases" (text that must be
 found, with the location its block must have: page, sheet + row, slide; rows
 and pages 1-based as viewers show them), "headings" (text and level),
 "absent" (text that must not be extracted) and, where the format has them,
-"pages" (pages, sheets or slides).
+"pages" (pages, sheets or slides); a file that must be refused has "error"
+(the error code) instead.
 """
 
 import argparse
@@ -75,6 +79,17 @@ def make_pdf(path, pages):
     return {"pages": pages, "phrases": phrases, "headings": headings, "absent": []}
 
 
+def make_encrypted_pdf(path):
+    from reportlab.lib import pdfencrypt
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(path, encrypt=pdfencrypt.StandardEncryption("user secret", "owner secret", strength=128))
+    c.drawString(72, 720, "Nobody reads this without the password.")
+    c.showPage()
+    c.save()
+    return {"error": "encrypted"}
+
+
 def make_docx(path, scale):
     import docx
 
@@ -115,7 +130,7 @@ def make_xlsx(path, scale):
     ws.append(["item", "qty", "note"])
     ws.append(["purple widgets", 42, "kept in the north shed"])
     ws.append(["golden hammers", 3, "ordered from the foundry"])
-    for n in range(scale * 5000 if scale > 1 else 0):
+    for n in range((scale - 1) * 1000):
         ws.append([f"bulk item {n}", n, "restocked weekly from the central depot"])
     other = wb.create_sheet("Suppliers")
     other.append(["name", "city"])
@@ -172,7 +187,7 @@ def make_csv(path, scale):
         w.writerow(["Grace", "Arlington", "the velvet umbrella, with a comma"])
         w.writerow(["Linus", "Helsinki", "line one\nline two of a quoted field"])
         w.writerow(["Margaret", "Boston", "saffron compass"])
-        for n in range((scale - 1) * 5000):
+        for n in range((scale - 1) * 1000):
             w.writerow([f"person {n}", "Springfield", "a note about the weekly market and its stalls"])
     return {
         "phrases": [
@@ -274,6 +289,7 @@ def main():
         "sample.json": make_json(out("sample.json"), args.scale),
         "sample.html": make_html(out("sample.html"), args.scale),
         "sample.md": make_md(out("sample.md"), args.scale),
+        "encrypted.pdf": make_encrypted_pdf(out("encrypted.pdf")),
     }
     json.dump(table, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -49,6 +49,11 @@ fn block_texts(extracted: &ExtractedText) -> Vec<String> {
 
 fn check(name: &str, bytes: &[u8], expected: &Value) {
     let ext = name.rsplit('.').next().unwrap();
+    if let Some(code) = expected.get("error").and_then(Value::as_str) {
+        let err = extract_text(Some(ext), bytes).expect_err(name);
+        assert_eq!(err.code(), code, "{name}: {err}");
+        return;
+    }
     let extracted = extract_text(Some(ext), bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     let described = block_texts(&extracted);
     if let Some(pages) = expected.get("pages").and_then(Value::as_u64) {
@@ -109,7 +114,7 @@ fn every_format_gives_its_text_at_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let table = make_fixtures(dir.path(), &[]);
     let files = table.as_object().unwrap();
-    assert_eq!(files.len(), 8, "one file per format");
+    assert_eq!(files.len(), 9, "one file per format, and an encrypted pdf");
     for (name, expected) in files {
         let bytes = std::fs::read(dir.path().join(name)).unwrap();
         check(name, &bytes, expected);
