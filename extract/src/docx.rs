@@ -1,0 +1,247 @@
+//! DOCX: `word/document.xml` read as a stream. Each paragraph is a block;
+//! a paragraph whose style is a heading (by its outline level in
+//! `word/styles.xml`, which localised templates rely on, or by the
+//! built-in `Heading1`…`Heading9` / `Title` ids) is a heading of that
+//! level; each row of a table is one block, its cells joined by ` | `.
+
+use std::collections::HashMap;
+
+use crate::archive;
+use crate::output::Output;
+use crate::xml::{attribute, local_name, Xml};
+use crate::{BlockKind, ExtractError, ExtractLimits, ExtractedText, Location};
+
+pub(crate) fn extract(
+    bytes: &[u8],
+    limits: &ExtractLimits,
+    format: &'static str,
+) -> Result<ExtractedText, ExtractError> {
+    let mut archive = archive::open(bytes, limits, format)?;
+    if !archive.has("word/document.xml") {
+        return Err(ExtractError::malformed(
+            format,
+            "it has no word/document.xml, so it is not a word document",
+        ));
+    }
+    let levels = heading_levels(&mut archive, limits)?;
+    let mut out = Output::new(limits, format);
+    let mut body = Body::default();
+    archive.read_xml("word/document.xml", limits, |event| {
+        body.event(event, &levels, &mut out)
+    })?;
+    Ok(out.finish(None))
+}
+
+#[derive(Default)]
+struct Body {
+    paragraph: String,
+    style: Option<String>,
+    outline: Option<u8>,
+    in_text: bool,
+    /// Inside a run of deleted text or a field's instructions: not text.
+    hidden: usize,
+    tables: usize,
+    cells: Vec<String>,
+    cell: String,
+}
+
+impl Body {
+    fn event(
+        &mut self,
+        event: Xml<'_>,
+        levels: &HashMap<String, u8>,
+        out: &mut Output<'_>,
+    ) -> Result<(), ExtractError> {
+        match event {
+            Xml::Start(start) | Xml::Empty(start) => {
+                let empty = matches!(event, Xml::Empty(_));
+                match local_name(start) {
+                    "p" if !empty => {
+                        self.paragraph.clear();
+                        self.style = None;
+                        self.outline = None;
+                    }
+                    "pStyle" => self.style = attribute(start, "val"),
+                    "outlineLvl" => self.outline = attribute(start, "val").and_then(|v| outline_level(&v)),
+                    "t" if !empty => self.in_text = true,
+                    "delText" | "instrText" if !empty => self.hidden += 1,
+                    "tab" => self.paragraph.push('\t'),
+                    "br" | "cr" => self.paragraph.push('\n'),
+                    "tbl" if !empty => self.tables += 1,
+                    "tr" if !empty && self.tables == 1 => self.cells.clear(),
+                    "tc" if !empty && self.tables == 1 => self.cell.clear(),
+                    _ => {}
+                }
+            }
+            Xml::Text(text) => {
+                if self.in_text && self.hidden == 0 {
+                    self.paragraph.push_str(text);
+                    if self.paragraph.len() > out.limits().max_text_bytes {
+                        return Err(out.text_too_large());
+                    }
+                }
+            }
+            Xml::End(name) => match name {
+                "t" => self.in_text = false,
+                "delText" | "instrText" => self.hidden = self.hidden.saturating_sub(1),
+                "p" => {
+                    if self.tables > 0 {
+                        if !self.cell.is_empty() && !self.paragraph.trim().is_empty() {
+                            self.cell.push(' ');
+                        }
+                        self.cell.push_str(self.paragraph.trim());
+                        if self.cell.len() > out.limits().max_text_bytes {
+                            return Err(out.text_too_large());
+                        }
+                    } else {
+                        let level = self
+                            .outline
+                            .or_else(|| self.style.as_ref().and_then(|style| levels.get(style).copied()));
+                        let kind = match level {
+                            Some(level) => BlockKind::Heading { level },
+                            None => BlockKind::Text,
+                        };
+                        out.push(kind, Location::default(), &self.paragraph)?;
+                    }
+                    self.paragraph.clear();
+                }
+                "tc" if self.tables == 1 => {
+                    let cell = std::mem::take(&mut self.cell);
+                    self.cells.push(cell);
+                }
+                "tr" if self.tables == 1 => {
+                    let cells: Vec<&str> = self
+                        .cells
+                        .iter()
+                        .map(|cell| cell.trim())
+                        .filter(|c| !c.is_empty())
+                        .collect();
+                    out.push(BlockKind::Text, Location::default(), &cells.join(" | "))?;
+                    self.cells.clear();
+                }
+                "tbl" => self.tables = self.tables.saturating_sub(1),
+                _ => {}
+            },
+        }
+        Ok(())
+    }
+}
+
+/// `w:outlineLvl` counts from 0 (level 1); 9 means body text.
+fn outline_level(value: &str) -> Option<u8> {
+    let level: u8 = value.trim().parse().ok()?;
+    (level < 9).then(|| (level + 1).min(6))
+}
+
+/// The level of a heading style named by its id, without styles.xml.
+fn builtin_level(style_id: &str) -> Option<u8> {
+    let lower = style_id.to_ascii_lowercase().replace(' ', "");
+    if lower == "title" {
+        return Some(1);
+    }
+    let digits = lower.strip_prefix("heading")?;
+    let level: u8 = digits.parse().ok()?;
+    (1..=9).contains(&level).then(|| level.min(6))
+}
+
+/// Heading level of each paragraph style that is a heading.
+fn heading_levels(
+    archive: &mut archive::Archive<'_>,
+    limits: &ExtractLimits,
+) -> Result<HashMap<String, u8>, ExtractError> {
+    struct Style {
+        name: Option<String>,
+        based_on: Option<String>,
+        outline: Option<u8>,
+    }
+    let mut styles: HashMap<String, Style> = HashMap::new();
+    let mut current: Option<(String, Style)> = None;
+    archive.read_xml("word/styles.xml", limits, |event| {
+        match event {
+            Xml::Start(start) | Xml::Empty(start) => match local_name(start) {
+                "style" => {
+                    current = attribute(start, "styleId").map(|id| {
+                        (
+                            id,
+                            Style {
+                                name: None,
+                                based_on: None,
+                                outline: None,
+                            },
+                        )
+                    });
+                }
+                "name" => {
+                    if let Some((_, style)) = current.as_mut() {
+                        style.name = attribute(start, "val");
+                    }
+                }
+                "basedOn" => {
+                    if let Some((_, style)) = current.as_mut() {
+                        style.based_on = attribute(start, "val");
+                    }
+                }
+                "outlineLvl" => {
+                    if let Some((_, style)) = current.as_mut() {
+                        style.outline = attribute(start, "val").and_then(|v| outline_level(&v));
+                    }
+                }
+                _ => {}
+            },
+            Xml::End("style") => {
+                if let Some((id, style)) = current.take() {
+                    if styles.len() < 100_000 {
+                        styles.insert(id, style);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let mut levels = HashMap::new();
+    for id in styles.keys() {
+        // A style inherits its outline level; chains are short, and a
+        // cycle in a damaged file ends at the hop limit.
+        let mut at = Some(id.as_str());
+        for _ in 0..16 {
+            let Some(style_id) = at else { break };
+            let Some(style) = styles.get(style_id) else {
+                if let Some(level) = builtin_level(style_id) {
+                    levels.insert(id.clone(), level);
+                }
+                break;
+            };
+            let level = style
+                .outline
+                .or_else(|| builtin_level(style_id))
+                .or_else(|| style.name.as_deref().and_then(builtin_level));
+            if let Some(level) = level {
+                levels.insert(id.clone(), level);
+                break;
+            }
+            at = style.based_on.as_deref();
+        }
+    }
+    // A document without styles.xml still has the built-in ids.
+    for level in 1..=9u8 {
+        levels.entry(format!("Heading{level}")).or_insert(level.min(6));
+    }
+    levels.entry("Title".to_owned()).or_insert(1);
+    Ok(levels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heading_styles_map_to_levels() {
+        assert_eq!(builtin_level("Heading2"), Some(2));
+        assert_eq!(builtin_level("heading 3"), Some(3));
+        assert_eq!(builtin_level("Title"), Some(1));
+        assert_eq!(builtin_level("Normal"), None);
+        assert_eq!(outline_level("0"), Some(1));
+        assert_eq!(outline_level("9"), None);
+    }
+}
