@@ -9,6 +9,6 @@ pub mod extract;
 pub mod tokens;
 
 pub use chunk::{chunk_text, ChunkingOptions, TextChunk};
-pub use embed::{EmbedError, Embedder, HashingEmbedder, ModelInfo};
+pub use embed::{EmbedError, Embedder, HashingEmbedder, LocalModel, LocalModelError, ModelInfo};
 pub use extract::{extract_text, ExtractError, ExtractedText};
 pub use tokens::{TokenCounter, WordTokens};

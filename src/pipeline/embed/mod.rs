@@ -2,9 +2,15 @@
 //! vectors, and the model identity a knowledge base is pinned to.
 //!
 //! Implementations: the deterministic [`HashingEmbedder`] (tests, and the
-//! embedded default when no model directory is configured).
+//! embedded default when no model directory is configured) and
+//! [`LocalModel`], all-MiniLM-L6-v2 run in-process from its files.
 
+mod bert;
 mod hashing;
+mod kernels;
+mod local;
+mod model_tokenizer;
+mod safetensors;
 
 use std::sync::Arc;
 
@@ -15,6 +21,7 @@ use thiserror::Error;
 use crate::pipeline::tokens::TokenCounter;
 
 pub use hashing::HashingEmbedder;
+pub use local::{LocalModel, LocalModelError};
 
 /// Which model made a vector. Vectors of two models never mix: a knowledge
 /// base records the model it was created with and takes no other.
