@@ -103,10 +103,13 @@ impl LocalModel {
         let config =
             BertConfig::parse(&read(&config_path)?).map_err(|error| invalid(&config_path, error.to_string()))?;
         let max_sequence_tokens = MAX_SEQUENCE_TOKENS.min(config.max_position_embeddings);
-        let tokenizer_hash = Sha256::digest(read(&tokenizer_path)?);
-        let tokenizer = ModelTokenizer::from_file(
-            &tokenizer_path,
-            format!("{MODEL_NAME}-tokenizer-{}", &hex::encode(tokenizer_hash)[..12]),
+        let tokenizer_json = read(&tokenizer_path)?;
+        let tokenizer = ModelTokenizer::from_json(
+            &tokenizer_json,
+            format!(
+                "{MODEL_NAME}-tokenizer-{}",
+                &hex::encode(Sha256::digest(&tokenizer_json))[..12]
+            ),
             max_sequence_tokens,
         )
         .map_err(|reason| invalid(&tokenizer_path, reason))?;

@@ -2,7 +2,6 @@
 //! chunks in its tokens and for making its input ids.
 
 use std::ops::Range;
-use std::path::Path;
 
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
@@ -19,12 +18,12 @@ pub struct ModelTokenizer {
 }
 
 impl ModelTokenizer {
-    /// Reads `path`, ignoring the truncation and padding it configures:
-    /// `tokenizer.json` files often carry settings (all-MiniLM-L6-v2's
+    /// Parses a `tokenizer.json`, ignoring the truncation and padding it
+    /// configures: such files often carry settings (all-MiniLM-L6-v2's
     /// truncates and pads to 128) that the model's sentence-transformers
     /// configuration overrides, and `max_sequence_tokens` is that one.
-    pub fn from_file(path: &Path, name: String, max_sequence_tokens: usize) -> Result<ModelTokenizer, String> {
-        let mut counting = Tokenizer::from_file(path).map_err(|error| error.to_string())?;
+    pub fn from_json(json: &[u8], name: String, max_sequence_tokens: usize) -> Result<ModelTokenizer, String> {
+        let mut counting = Tokenizer::from_bytes(json).map_err(|error| error.to_string())?;
         counting
             .with_truncation(None)
             .map_err(|error| error.to_string())?
@@ -160,9 +159,7 @@ mod tests {
             "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                       "max_input_chars_per_word": 100, "vocab": vocab}
         });
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), json.to_string()).unwrap();
-        ModelTokenizer::from_file(file.path(), "tiny".to_owned(), max_sequence_tokens).unwrap()
+        ModelTokenizer::from_json(json.to_string().as_bytes(), "tiny".to_owned(), max_sequence_tokens).unwrap()
     }
 
     fn pieces<'a>(text: &'a str, spans: &[Range<usize>]) -> Vec<&'a str> {
