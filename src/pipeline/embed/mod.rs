@@ -2,11 +2,17 @@
 //! vectors, and the model identity a knowledge base is pinned to.
 //!
 //! Implementations: the deterministic [`HashingEmbedder`] (tests, and the
-//! embedded default when no model directory is configured) and the
+//! embedded default when no model directory is configured),
+//! [`LocalModel`], all-MiniLM-L6-v2 run in-process from its files, and the
 //! [`OpenAiEmbedder`], a client of any OpenAI-compatible embeddings server.
 
+mod bert;
 mod hashing;
+mod kernels;
+mod local;
+mod model_tokenizer;
 mod openai;
+mod safetensors;
 mod select;
 
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use thiserror::Error;
 use crate::pipeline::tokens::TokenCounter;
 
 pub use hashing::HashingEmbedder;
+pub use local::{LocalModel, LocalModelError};
 pub use openai::{OpenAiEmbedder, OpenAiSettings};
 pub use select::embedder_from_config;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{EmbedError, Embedder, HashingEmbedder, OpenAiEmbedder, OpenAiSettings};
+use super::{EmbedError, Embedder, HashingEmbedder, LocalModel, OpenAiEmbedder, OpenAiSettings};
 use crate::config::{Config, EmbedderKind};
 
 /// The configured embedder, loaded (the local model) or reached once (a
@@ -33,8 +33,14 @@ pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, 
 
 fn local(config: &Config) -> Result<Arc<dyn Embedder>, EmbedError> {
     let dir = config.model_dir();
-    Err(EmbedError::Rejected {
-        embedder: "local".into(),
-        reason: format!("the local model at {} is not available in this build", dir.display()),
-    })
+    let threads = match config.embed_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    };
+    LocalModel::load(&dir, threads)
+        .map(|model| Arc::new(model) as Arc<dyn Embedder>)
+        .map_err(|error| EmbedError::Rejected {
+            embedder: "local".into(),
+            reason: error.to_string(),
+        })
 }
