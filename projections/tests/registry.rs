@@ -179,7 +179,7 @@ fn upload_requested(
         file_name: Protected::Plain(file_name.to_owned()),
         content_type: "text/plain".to_owned(),
         size_bytes: 42,
-        sha256: (upload % 2 == 0).then(|| "ab".repeat(32)),
+        sha256: upload.is_multiple_of(2).then(|| "ab".repeat(32)),
         knowledge_base_id: (upload % 2 == 1).then_some(KnowledgeBaseId(Uuid::from_u128(upload))),
         staging_key: domain::document::staging_key(tenant_id, document_id, upload_id),
         expires_at,
