@@ -75,6 +75,8 @@ impl Deployment {
         let mut command = Command::new(env!("CARGO_BIN_EXE_neurostash"));
         command
             .args(args)
+            // the nodes embed alike whatever model directory the tests have
+            .env("NEUROSTASH_EMBEDDER", "hashing")
             .envs(self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())))
             .envs(extra.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(Stdio::null())

@@ -445,6 +445,8 @@ pub fn embedded_command(data_dir: &std::path::Path, args: &[&str]) -> std::proce
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        // the tests' own model directory is not this binary's
+        .env("NEUROSTASH_EMBEDDER", "hashing")
         .env_remove("NEUROSTASH_POSTGRES_URL")
         .env_remove("NEUROSTASH_KAFKA_BROKERS")
         .env_remove("NEUROSTASH_S3_ENDPOINT")
