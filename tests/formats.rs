@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{spawn_app_configured, Backend, TestApp};
+use neurostash::config::EmbedderKind;
 use serde_json::Value;
 
 /// Runs the fixture maker into `dir` and returns its phrase table.
@@ -62,11 +63,28 @@ async fn wait_all(app: &TestApp, key: &str, ids: &[(String, String)]) -> Vec<Val
 
 #[tokio::test]
 async fn each_format_is_found_by_a_phrase_it_holds_with_its_citation() {
+    each_format_is_found(EmbedderKind::Hashing).await;
+}
+
+/// The same with all-MiniLM-L6-v2: chunks measured by its WordPiece
+/// tokenizer, found by its vectors.
+#[tokio::test]
+async fn each_format_is_found_by_the_local_model() {
+    each_format_is_found(EmbedderKind::Local).await;
+}
+
+async fn each_format_is_found(embedder: EmbedderKind) {
     let fixtures = tempfile::tempdir().expect("temp dir");
     let table = make_fixtures(fixtures.path());
+    let model_dir = (embedder == EmbedderKind::Local).then(|| {
+        std::env::var_os("NEUROSTASH_EMBED_MODEL_DIR")
+            .expect("NEUROSTASH_EMBED_MODEL_DIR is not set: `bash scripts/test.sh` provides it")
+    });
     let app = spawn_app_configured(Backend::Sqlite, |config| {
         config.chunk_max_tokens = 64;
         config.chunk_overlap_tokens = 8;
+        config.embedder = Some(embedder);
+        config.embed_model_dir = model_dir.map(Into::into);
     })
     .await;
     let (_, key) = app.create_user("ada@example.com").await;
