@@ -18,12 +18,49 @@ pub(crate) fn extract(
     format: &'static str,
 ) -> Result<ExtractedText, ExtractError> {
     let text = decode_utf8_text(bytes, limits, format)?;
+    check_nesting(&text, limits, format)?;
     let blocks = blocks(&text, limits, format)?;
     Ok(ExtractedText {
         text,
         blocks,
         pages: None,
     })
+}
+
+/// The parser reads the whole document before it yields its first event,
+/// and deeply nested containers make that pass quadratic (100k nested
+/// block quotes take minutes), so container markers at the start of each
+/// line (`>`, list bullets and numbers) are counted first.
+fn check_nesting(text: &str, limits: &ExtractLimits, format: &'static str) -> Result<(), ExtractError> {
+    for line in text.lines() {
+        let mut depth = 0usize;
+        let mut rest = line.as_bytes();
+        loop {
+            while let [b' ' | b'\t', tail @ ..] = rest {
+                rest = tail;
+            }
+            match rest {
+                [b'>', tail @ ..] => rest = tail,
+                [b'-' | b'*' | b'+', b' ' | b'\t', tail @ ..] => rest = tail,
+                [b'0'..=b'9', ..] => {
+                    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                    match &rest[digits..] {
+                        [b'.' | b')', b' ' | b'\t', tail @ ..] if digits <= 9 => rest = tail,
+                        _ => break,
+                    }
+                }
+                _ => break,
+            }
+            depth += 1;
+            if depth > limits.max_depth {
+                return Err(ExtractError::TooDeep {
+                    format,
+                    limit: limits.max_depth,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Blocks<'t> {
@@ -185,6 +222,16 @@ mod tests {
                 ("Setext\n======".to_owned(), BlockKind::Heading { level: 1 }),
             ]
         );
+    }
+
+    #[test]
+    fn deeply_nested_containers_are_too_deep() {
+        let limits = ExtractLimits::default();
+        for deep in ["> ".repeat(100_000), "- ".repeat(200) + "x", "1. > ".repeat(100)] {
+            let err = extract(deep.as_bytes(), &limits, "markdown file").unwrap_err();
+            assert_eq!(err.code(), "too_deep");
+        }
+        assert!(extract(b"> > - quoted list\n\n---\n- a\n", &limits, "markdown file").is_ok());
     }
 
     #[test]

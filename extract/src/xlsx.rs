@@ -5,8 +5,8 @@
 //!
 //! calamine reads the cells as a stream, but it loads the shared strings
 //! whole, so the zip is checked first: the central directory (entry count,
-//! declared sizes, which the zip reader enforces) and the shared strings'
-//! declared size against the text limit.
+//! declared sizes, which the zip reader enforces) and the declared size of
+//! every part it loads whole against the text limit.
 
 use std::io::Cursor;
 
@@ -22,7 +22,7 @@ pub(crate) fn extract(
 ) -> Result<ExtractedText, ExtractError> {
     let archive = archive::open(bytes, limits, format)?;
     drop(archive);
-    check_shared_strings(bytes, limits, format)?;
+    check_loaded_parts(bytes, limits, format)?;
 
     let mut workbook: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(|e| error(format, e))?;
     let names = workbook.sheet_names();
@@ -115,19 +115,28 @@ fn render(value: &DataRef<'_>) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-fn check_shared_strings(bytes: &[u8], limits: &ExtractLimits, format: &'static str) -> Result<(), ExtractError> {
+/// calamine streams the cells of a worksheet but loads every other part
+/// it reads (shared strings, styles, the workbook, relationships) whole,
+/// and builds a value per entry; such a part may declare no more than the
+/// text limit (the zip reader holds it to what it declares).
+fn check_loaded_parts(bytes: &[u8], limits: &ExtractLimits, format: &'static str) -> Result<(), ExtractError> {
     let zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ExtractError::malformed(format, e))?;
-    let declared = zip
-        .index_for_name("xl/sharedStrings.xml")
-        .and_then(|index| zip.by_index_data(index).ok().map(|entry| entry.size()));
-    if declared.is_some_and(|size| size > limits.max_text_bytes as u64) {
-        return Err(ExtractError::too_large(
-            format,
-            format!(
-                "has shared strings larger than {}",
-                describe_bytes(limits.max_text_bytes as u64)
-            ),
-        ));
+    for index in 0..zip.len() {
+        let Some(Ok(name)) = zip.name_for_index(index) else {
+            continue;
+        };
+        let size = zip.by_index_data(index).map_or(0, |entry| entry.size());
+        let loaded_whole = !name.starts_with("xl/worksheets/") && (name.ends_with(".xml") || name.ends_with(".rels"));
+        if loaded_whole && size > limits.max_text_bytes as u64 {
+            return Err(ExtractError::too_large(
+                format,
+                format!(
+                    "has a part {:?} larger than {}",
+                    name.chars().take(100).collect::<String>(),
+                    describe_bytes(limits.max_text_bytes as u64)
+                ),
+            ));
+        }
     }
     Ok(())
 }

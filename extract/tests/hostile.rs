@@ -207,6 +207,21 @@ fn zip_bombs_are_too_large() {
 }
 
 #[test]
+fn an_xlsx_part_loaded_whole_is_held_to_the_text_limit() {
+    // calamine builds a string per shared string: 40 MiB of one-letter
+    // strings would be millions of allocations.
+    let bomb = zip(&[("xl/sharedStrings.xml", &|out: &mut dyn Write| {
+        out.write_all(b"<sst>").unwrap();
+        repeat(out, b"<si><t>a</t></si>", 40 << 20);
+    })]);
+    let message = refused("xlsx", &bomb, "too_large");
+    assert!(
+        message.contains("\"xl/sharedStrings.xml\" larger than 16 MiB"),
+        "{message}"
+    );
+}
+
+#[test]
 fn one_huge_text_node_is_too_large() {
     let bomb = zip(&[("word/document.xml", &|out: &mut dyn Write| {
         out.write_all(DOCUMENT_START.as_bytes()).unwrap();
@@ -336,6 +351,8 @@ fn a_password_protected_office_file_is_encrypted() {
 fn deep_html_and_json_are_too_deep() {
     refused("html", "<div>".repeat(100_000).as_bytes(), "too_deep");
     refused("json", "[".repeat(100_000).as_bytes(), "too_deep");
+    // minutes of parsing before the first event, were it not refused first
+    refused("md", "> ".repeat(100_000).as_bytes(), "too_deep");
     refused("json", "{\"a\":".repeat(100_000).as_bytes(), "too_deep");
 }
 
