@@ -102,6 +102,13 @@ pub struct Config {
     pub embed_max_input_tokens: usize,
     /// Dimensions of the hashing embedder.
     pub embedding_dimensions: usize,
+    /// The most time extracting one file may take; past it the document
+    /// fails (`timeout`).
+    pub extract_time_budget_secs: u64,
+    /// The most bytes a docx, xlsx or pptx may unpack to, and text any file
+    /// may extract to; past them the document fails (`too_large`).
+    pub extract_max_unpacked_bytes: u64,
+    pub extract_max_text_bytes: usize,
     /// Kafka brokers (`host:port,…`); when set, every event is relayed from
     /// the outbox to Kafka.
     pub kafka_brokers: Option<String>,
@@ -200,6 +207,9 @@ impl Default for Config {
             embed_max_retries: 4,
             embed_max_input_tokens: 256,
             embedding_dimensions: 384,
+            extract_time_budget_secs: 30,
+            extract_max_unpacked_bytes: 256 * 1024 * 1024,
+            extract_max_text_bytes: 16 * 1024 * 1024,
             kafka_brokers: None,
             kafka_topic_prefix: "neurostash.events".to_string(),
             kafka_partitions: 6,
@@ -350,6 +360,15 @@ impl Config {
         }
         if self.embed_max_retries > 20 {
             return invalid("NEUROSTASH_EMBED_MAX_RETRIES", "must be at most 20");
+        }
+        if !(1..=3_600).contains(&self.extract_time_budget_secs) {
+            return invalid("NEUROSTASH_EXTRACT_TIME_BUDGET_SECS", "must be between 1 and 3600");
+        }
+        if self.extract_max_unpacked_bytes < 1024 * 1024 || self.extract_max_text_bytes < 64 * 1024 {
+            return invalid(
+                "NEUROSTASH_EXTRACT_MAX_UNPACKED_BYTES",
+                "must be at least 1 MiB, and NEUROSTASH_EXTRACT_MAX_TEXT_BYTES at least 64 KiB",
+            );
         }
         if self.embed_threads > 1024 {
             return invalid("NEUROSTASH_EMBED_THREADS", "must be at most 1024");

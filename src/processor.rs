@@ -67,7 +67,12 @@ impl ProcessorOptions {
                 max_tokens: config.chunk_max_tokens,
                 overlap_tokens: config.chunk_overlap_tokens,
             },
-            extract_limits: ExtractLimits::default(),
+            extract_limits: ExtractLimits {
+                time_budget: Duration::from_secs(config.extract_time_budget_secs),
+                max_unpacked_bytes: config.extract_max_unpacked_bytes,
+                max_text_bytes: config.extract_max_text_bytes,
+                ..ExtractLimits::default()
+            },
         }
     }
 }
