@@ -4,6 +4,8 @@
 //! server does. Needs `NEUROSTASH_ST_PYTHONPATH` and
 //! `NEUROSTASH_EMBED_MODEL_DIR`, which `bash scripts/test.sh` provides.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -364,4 +366,58 @@ async fn an_unreachable_server_is_a_transient_failure() {
             .contains(&format!("cannot connect to 127.0.0.1:{port}")),
         "{error}"
     );
+}
+
+/// The whole server configured for the OpenAI-compatible embedder: a
+/// knowledge base is pinned to the served model, a document is embedded
+/// through the server in batches and found by a search.
+#[tokio::test]
+async fn the_server_embeds_and_searches_through_an_openai_compatible_api() {
+    let server = EmbeddingServer::start(&[]);
+    let base_url = server.base_url();
+    let app = common::spawn_app_configured(common::Backend::Sqlite, |config| {
+        config.embedder = Some(neurostash::config::EmbedderKind::Openai);
+        config.embed_url = Some(base_url);
+        config.embed_model = Some(MODEL.to_owned());
+        config.embed_batch_size = 3;
+        config.embed_timeout_secs = 120;
+    })
+    .await;
+    let (_, key) = app.create_user("ada@example.com").await;
+    let (status, kb) = app
+        .post("/v1/knowledge-bases", &key, serde_json::json!({ "name": "remote" }))
+        .await;
+    assert_eq!(status, 201, "{kb}");
+    assert_eq!(kb["embedding_model"]["name"], MODEL);
+    assert_eq!(kb["embedding_model"]["dimensions"], 384);
+    assert!(
+        kb["embedding_model"]["version"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("@127.0.0.1:{}", server.port)),
+        "{kb}"
+    );
+    let kb = kb["id"].as_str().unwrap();
+    let text = (0..12)
+        .map(|i| format!("Paragraph {i} describes the migration of arctic terns along the coast.\n\n"))
+        .collect::<String>()
+        + "The harbour master keeps the tide tables in a brass cabinet.";
+    let (status, document) = app.upload(&key, "terns.md", &text, Some(kb)).await;
+    assert_eq!(status, 202, "{document}");
+    let document = app.wait_processed(&key, document["id"].as_str().unwrap()).await;
+    assert_eq!(document["status"], "SUCCESS", "{document}");
+    let chunks = document["chunk_count"].as_u64().unwrap() as usize;
+    assert!(chunks > 3, "more chunks than one batch: {document}");
+    app.wait_indexed().await;
+    let (status, found) = app.search(&key, kb, "where are the tide tables kept?", 3).await;
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["hits"][0]["text"].as_str().unwrap().contains("brass cabinet"),
+        "{found}"
+    );
+    // the connect probe, the chunks in batches of 3, the query
+    let stats = server.stats().await;
+    assert!(stats.batch_sizes.iter().all(|size| *size <= 3), "{stats:?}");
+    assert_eq!(stats.batch_sizes.iter().sum::<usize>(), 1 + chunks + 1, "{stats:?}");
+    app.shutdown().await;
 }
