@@ -468,3 +468,93 @@ async fn two_processors_share_the_work_and_killing_one_loses_nothing() {
     second.stop();
     database.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_document_loses_its_lease_and_another_finishes_it_exactly_once() {
+    let deployment = Deployment::new().await;
+    let (mut api, base) = deployment.start_api("api", "api,project");
+    let admin = api.first_admin_key().await;
+    let client = Client::wait_healthy(&base).await;
+    let mut doomed = deployment.start("processor-doomed", &["process"], &[]);
+    doomed.wait_for_log("partitions assigned").await;
+    let (key, kb) = client.tenant(&admin, "linus@example.com").await;
+    let doomed_worker = format!("worker-{}-", doomed.pid());
+
+    // long enough to be embedded in a hundred batches or more
+    let text: String = (0..75_000)
+        .map(|i| format!("Sentence {i} of a long report about tides and harbours. "))
+        .collect();
+    let document = client.upload(&key, &kb, "long-report.md", &text).await;
+    let stream = format!("document-{document}");
+    let database = deployment.database().await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let log = whole_log(&database).await;
+        let of_document: Vec<&str> = log
+            .iter()
+            .filter(|event| event.stream_id.as_str() == stream)
+            .map(|event| event.event_type.as_str())
+            .collect();
+        assert!(
+            !of_document.contains(&"DocumentProcessed"),
+            "the document was done before the worker could be killed: {of_document:?}"
+        );
+        if of_document.contains(&"EmbeddingBatchCompleted") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no embedding batch recorded: {of_document:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // mid-document: it holds the lease and has embedded some batches
+    doomed.kill();
+    let mut rescuer = deployment.start("processor-rescuer", &["process"], &[]);
+    client.wait_all_processed(&key, std::slice::from_ref(&document)).await;
+
+    let log = whole_log(&database).await;
+    let events: Vec<_> = log.iter().filter(|event| event.stream_id.as_str() == stream).collect();
+    let processed = events
+        .iter()
+        .filter(|event| event.event_type == "DocumentProcessed")
+        .count();
+    assert_eq!(processed, 1, "processed exactly once");
+    let workers: Vec<&str> = events
+        .iter()
+        .filter(|event| event.event_type == "ProcessingStarted")
+        .map(|event| event.payload["worker"].as_str().expect("worker"))
+        .collect();
+    assert!(
+        workers.len() >= 2
+            && workers[0].starts_with(&doomed_worker)
+            && !workers.last().unwrap().starts_with(&doomed_worker),
+        "the dead worker's lease went to another: {workers:?}"
+    );
+    // the search finds the document the rescuer finished, once the api
+    // node's index has loaded its chunks
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, found) = client
+            .post(
+                &format!("/v1/knowledge-bases/{kb}/search"),
+                &key,
+                json!({ "query": "Sentence 74999 of a long report", "top_k": 5 }),
+            )
+            .await;
+        assert_eq!(status, 200, "{found}");
+        let hits = found["hits"].as_array().unwrap();
+        if !hits.is_empty() {
+            assert!(
+                hits.iter().all(|hit| hit["document_id"] == document.as_str()),
+                "{found}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the document is not searchable: {found}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.stop();
+    rescuer.stop();
+    database.close().await;
+}
