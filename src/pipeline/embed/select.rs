@@ -10,7 +10,17 @@ use crate::config::{Config, EmbedderKind};
 /// server), so that a wrong setting stops the start with its reason.
 pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, EmbedError> {
     match config.embedder_kind() {
-        EmbedderKind::Hashing => Ok(Arc::new(HashingEmbedder::new(config.embedding_dimensions))),
+        EmbedderKind::Hashing => {
+            if config.embedder.is_none() {
+                tracing::warn!(
+                    model_dir = %config.model_dir().display(),
+                    "no embedding model in the model directory: searching with the hashing embedder, which \
+                     matches words, not meaning; `bash scripts/serve.sh` fetches all-MiniLM-L6-v2, or set \
+                     NEUROSTASH_EMBED_MODEL_DIR"
+                );
+            }
+            Ok(Arc::new(HashingEmbedder::new(config.embedding_dimensions)))
+        }
         EmbedderKind::Openai => {
             let (Some(url), Some(model)) = (&config.embed_url, &config.embed_model) else {
                 return Err(EmbedError::Rejected {
