@@ -285,9 +285,7 @@ impl App {
             (None, Feed::Elsewhere)
         };
 
-        let embedder = embedder_from_config(&config)
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot start the embedder: {error}"))?;
+        let embedder = embedder_from_config(&config).await?;
         tracing::info!(embedder = %embedder.describe(), "embedder ready");
         let processor = if roles.process {
             let source = match &kafka {

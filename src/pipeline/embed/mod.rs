@@ -26,7 +26,7 @@ use crate::pipeline::tokens::TokenCounter;
 pub use hashing::HashingEmbedder;
 pub use local::{LocalModel, LocalModelError};
 pub use openai::{OpenAiEmbedder, OpenAiSettings};
-pub use select::embedder_from_config;
+pub use select::{embedder_from_config, EmbedderSetupError};
 
 /// Which model made a vector. Vectors of two models never mix: a knowledge
 /// base records the model it was created with and takes no other.

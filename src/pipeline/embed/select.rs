@@ -3,12 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{EmbedError, Embedder, HashingEmbedder, LocalModel, OpenAiEmbedder, OpenAiSettings};
+use super::{EmbedError, Embedder, HashingEmbedder, LocalModel, LocalModelError, OpenAiEmbedder, OpenAiSettings};
 use crate::config::{Config, EmbedderKind};
+
+/// Why the configured embedder cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedderSetupError {
+    #[error("the local embedding model cannot be loaded: {0}")]
+    Local(#[from] LocalModelError),
+    #[error("the embedding server cannot be used: {0}")]
+    Remote(#[from] EmbedError),
+    #[error("the openai embedder needs NEUROSTASH_EMBED_URL and NEUROSTASH_EMBED_MODEL")]
+    Unconfigured,
+}
 
 /// The configured embedder, loaded (the local model) or reached once (a
 /// server), so that a wrong setting stops the start with its reason.
-pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, EmbedError> {
+pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, EmbedderSetupError> {
     match config.embedder_kind() {
         EmbedderKind::Hashing => {
             if config.embedder.is_none() {
@@ -23,10 +34,7 @@ pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, 
         }
         EmbedderKind::Openai => {
             let (Some(url), Some(model)) = (&config.embed_url, &config.embed_model) else {
-                return Err(EmbedError::Rejected {
-                    embedder: "openai".into(),
-                    reason: "NEUROSTASH_EMBED_URL and NEUROSTASH_EMBED_MODEL must be set".into(),
-                });
+                return Err(EmbedderSetupError::Unconfigured);
             };
             let mut settings = OpenAiSettings::new(url.clone(), model.clone());
             settings.api_key = config.embed_api_key.as_ref().map(|key| key.expose().to_owned());
@@ -41,16 +49,10 @@ pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, 
     }
 }
 
-fn local(config: &Config) -> Result<Arc<dyn Embedder>, EmbedError> {
-    let dir = config.model_dir();
+fn local(config: &Config) -> Result<Arc<dyn Embedder>, EmbedderSetupError> {
     let threads = match config.embed_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         threads => threads,
     };
-    LocalModel::load(&dir, threads)
-        .map(|model| Arc::new(model) as Arc<dyn Embedder>)
-        .map_err(|error| EmbedError::Rejected {
-            embedder: "local".into(),
-            reason: error.to_string(),
-        })
+    Ok(Arc::new(LocalModel::load(&config.model_dir(), threads)?))
 }
