@@ -23,6 +23,8 @@
 //! The S3 row runs when `NEUROSTASH_TEST_S3_ENDPOINT` (with its access and
 //! secret key variables) names a server, as `scripts/s3.sh` starts one.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,11 +36,10 @@ use actors::objects::ByteStream;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
+use common::Served;
 use domain::TenantId;
 use futures::StreamExt;
-use neurostash::app::App;
-use neurostash::config::{Config, Secret};
-use poem::listener::{Acceptor, Listener, TcpListener};
+use neurostash::config::Secret;
 use rand::RngCore;
 use uuid::Uuid;
 
@@ -154,56 +155,16 @@ async fn throughput(megabytes: usize, repeats: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Served {
-    base: String,
-    key: String,
-    client: reqwest::Client,
-    app: Arc<App>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
 async fn serve(s3: bool) -> anyhow::Result<Served> {
-    let dir = tempfile::tempdir()?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    if s3 {
-        config.s3_endpoint = std::env::var("NEUROSTASH_TEST_S3_ENDPOINT").ok();
-        config.s3_access_key = std::env::var("NEUROSTASH_TEST_S3_ACCESS_KEY").ok();
-        config.s3_secret_key = std::env::var("NEUROSTASH_TEST_S3_SECRET_KEY").ok().map(Secret::new);
-        config.s3_bucket = format!("bench-{}", Uuid::now_v7().simple());
-    }
-    let app = App::start(config).await?;
-    let admin = neurostash::api::users::register_user(
-        &app.actors,
-        &app.key_hasher,
-        &app.vault,
-        "bench@example.com",
-        domain::tenant::Role::Admin,
-        domain::EventMetadata::system(Uuid::now_v7()),
-    )
-    .await
-    .map_err(|error| anyhow::anyhow!("{error}"))?;
-    app.settle(admin.written).await;
-    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
-    let address = acceptor.local_addr()[0]
-        .as_socket_addr()
-        .copied()
-        .context("a tcp address")?;
-    let routes = neurostash::api::routes(app.clone());
-    let server = tokio::spawn(async move {
-        let _ = poem::Server::new_with_acceptor(acceptor).run(routes).await;
-    });
-    Ok(Served {
-        base: format!("http://{address}"),
-        key: admin.token,
-        client: reqwest::Client::new(),
-        app,
-        server,
-        _dir: dir,
+    Served::start(|config| {
+        if s3 {
+            config.s3_endpoint = std::env::var("NEUROSTASH_TEST_S3_ENDPOINT").ok();
+            config.s3_access_key = std::env::var("NEUROSTASH_TEST_S3_ACCESS_KEY").ok();
+            config.s3_secret_key = std::env::var("NEUROSTASH_TEST_S3_SECRET_KEY").ok().map(Secret::new);
+            config.s3_bucket = format!("bench-{}", Uuid::now_v7().simple());
+        }
     })
+    .await
 }
 
 async fn upload_until_success(served: &Served, number: usize) -> anyhow::Result<Duration> {
@@ -275,8 +236,7 @@ async fn latency(uploads: usize) -> anyhow::Result<()> {
             at(0.9),
             samples[samples.len() - 1]
         );
-        served.server.abort();
-        served.app.shutdown().await;
+        served.stop().await;
     }
     Ok(())
 }

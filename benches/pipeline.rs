@@ -12,15 +12,15 @@
 //! cargo bench --bench pipeline             # 100 pages, best of 3
 //! ```
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use neurostash::app::App;
-use neurostash::config::{Config, EmbedderKind};
-use poem::listener::{Acceptor, Listener, TcpListener};
+use common::Served;
+use neurostash::config::EmbedderKind;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -37,53 +37,13 @@ struct Args {
     bench: bool,
 }
 
-struct Served {
-    base: String,
-    key: String,
-    client: reqwest::Client,
-    app: Arc<App>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
 impl Served {
-    async fn start(embedder: EmbedderKind) -> anyhow::Result<Served> {
-        let dir = tempfile::tempdir()?;
-        let config = Config {
-            data_dir: dir.path().to_path_buf(),
-            embedder: Some(embedder),
-            embed_model_dir: std::env::var_os("NEUROSTASH_EMBED_MODEL_DIR").map(Into::into),
-            ..Config::default()
-        };
-        let app = App::start(config).await?;
-        let admin = neurostash::api::users::register_user(
-            &app.actors,
-            &app.key_hasher,
-            &app.vault,
-            "bench@example.com",
-            domain::tenant::Role::Admin,
-            domain::EventMetadata::system(Uuid::now_v7()),
-        )
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-        app.settle(admin.written).await;
-        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
-        let address = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .copied()
-            .context("a tcp address")?;
-        let routes = neurostash::api::routes(app.clone());
-        let server = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(routes).await;
-        });
-        Ok(Served {
-            base: format!("http://{address}"),
-            key: admin.token,
-            client: reqwest::Client::new(),
-            app,
-            server,
-            _dir: dir,
+    async fn with_embedder(embedder: EmbedderKind) -> anyhow::Result<Served> {
+        Served::start(|config| {
+            config.embedder = Some(embedder);
+            config.embed_model_dir = std::env::var_os("NEUROSTASH_EMBED_MODEL_DIR").map(Into::into);
         })
+        .await
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -165,12 +125,6 @@ impl Served {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-
-    async fn stop(self) {
-        self.server.abort();
-        let _ = self.server.await;
-        self.app.shutdown().await;
-    }
 }
 
 /// Makes the pdf, and the same text as plain text, into `dir`.
@@ -217,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
         "embedder", "file", "seconds", "chunks", "pages/s"
     );
     for (label, kind) in embedders {
-        let served = Served::start(kind).await?;
+        let served = Served::with_embedder(kind).await?;
         for (file_name, bytes) in [("report.pdf", &pdf), ("report.txt", &text)] {
             let mut best: Option<(Duration, u64)> = None;
             for _ in 0..runs {

@@ -286,6 +286,14 @@ impl App {
         };
 
         let embedder = embedder_from_config(&config).await?;
+        let model_max = u32::try_from(embedder.max_input_tokens()).unwrap_or(u32::MAX);
+        if config.chunk_max_tokens > model_max {
+            anyhow::bail!(
+                "invalid configuration: NEUROSTASH_CHUNK_MAX_TOKENS {} is more than the {model_max} tokens {} reads",
+                config.chunk_max_tokens,
+                embedder.model().name
+            );
+        }
         tracing::info!(embedder = %embedder.describe(), "embedder ready");
         let processor = if roles.process {
             let source = match &kafka {

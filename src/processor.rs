@@ -432,7 +432,7 @@ async fn attempt(
         worker: shared.worker_id.clone(),
         reason,
     };
-    let model = embedding_model(shared.embedder.as_ref());
+    let model = shared.embedder.model().clone();
     let settings = match knowledge_base_settings(shared, knowledge_base_id).await? {
         Ok(settings) => settings,
         Err(pinned) => {
@@ -468,6 +468,7 @@ async fn attempt(
         overlap_tokens: settings.overlap_tokens as usize,
     };
     let tokenizer = shared.embedder.tokenizer();
+    let tokenizer_name = tokenizer.name().to_owned();
     let limits = shared.options.extract_limits.clone();
     // a file that cannot be read as its type fails at once: the same bytes
     // would fail the same way on every retry
@@ -492,7 +493,7 @@ async fn attempt(
     if !stage(ProcessingStage::Chunked {
         chunk_count: chunks.len() as u32,
         settings: Some(settings),
-        tokenizer: Some(shared.embedder.tokenizer().name().to_owned()),
+        tokenizer: Some(tokenizer_name),
     })
     .await?
     {
@@ -555,16 +556,6 @@ async fn attempt(
     finish(documents, stream_id, command, metadata).await
 }
 
-/// The model identity an embedder's vectors are recorded under.
-pub fn embedding_model(embedder: &dyn Embedder) -> EmbeddingModel {
-    let model = embedder.model();
-    EmbeddingModel {
-        name: model.name.clone(),
-        dimensions: model.dimensions,
-        version: model.version.clone(),
-    }
-}
-
 /// The chunking of the knowledge base a document was uploaded into, or the
 /// server's; `Err` with the pinned model when the knowledge base takes only
 /// vectors of another model than this server's.
@@ -581,7 +572,7 @@ async fn knowledge_base_settings(
         .inspect(knowledge_base_id.stream_id())
         .await?;
     if let Some(pinned) = knowledge_base.embedding_model {
-        if pinned != embedding_model(shared.embedder.as_ref()) {
+        if pinned != *shared.embedder.model() {
             return Ok(Err(pinned));
         }
     }

@@ -47,3 +47,14 @@ async fn an_unreachable_embedding_server_stops_the_start() {
     assert!(error.contains("the embedding server cannot be used"), "{error}");
     assert!(error.contains(&port.to_string()), "{error}");
 }
+
+#[tokio::test]
+async fn chunks_larger_than_the_model_reads_stop_the_start() {
+    // the hashing embedder reads 512 tokens
+    let error = start_error(|config| {
+        config.embedder = Some(EmbedderKind::Hashing);
+        config.chunk_max_tokens = 600;
+    })
+    .await;
+    assert!(error.contains("NEUROSTASH_CHUNK_MAX_TOKENS 600"), "{error}");
+}

@@ -16,7 +16,6 @@ use super::documents::reachable_document;
 use super::error::ApiError;
 use super::{ApiKeyAuth, Caller};
 use crate::app::App;
-use crate::processor::embedding_model;
 
 #[derive(Tags)]
 enum Tag {
@@ -287,7 +286,7 @@ impl KnowledgeBasesApi {
                     category,
                     sealed_name,
                     sealed_category,
-                    embedding_model: embedding_model(app.embedder.as_ref()),
+                    embedding_model: app.embedder.model().clone(),
                     chunking,
                 },
                 caller.metadata(),

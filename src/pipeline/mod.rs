@@ -10,8 +10,8 @@ pub mod tokens;
 
 pub use chunk::{chunk_text, ChunkingOptions, TextChunk};
 pub use embed::{
-    embedder_from_config, EmbedError, Embedder, HashingEmbedder, LocalModel, LocalModelError, ModelInfo,
-    OpenAiEmbedder, OpenAiSettings,
+    embedder_from_config, EmbedError, Embedder, HashingEmbedder, LocalModel, LocalModelError, OpenAiEmbedder,
+    OpenAiSettings,
 };
 pub use extract::{extract_text, ExtractError, ExtractedText};
 pub use tokens::{TokenCounter, WordTokens};

@@ -305,25 +305,14 @@ impl TestApp {
         content: &str,
         knowledge_base: Option<&str>,
     ) -> (u16, Value) {
-        let mut form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
-                .file_name(file_name.to_owned())
-                .mime_str("text/plain")
-                .unwrap(),
-        );
-        if let Some(kb) = knowledge_base {
-            form = form.text("knowledge_base_id", kb.to_owned());
-        }
-        let response = self
-            .client
-            .post(self.url("/v1/documents"))
-            .bearer_auth(key)
-            .multipart(form)
-            .send()
-            .await
-            .expect("upload is sent");
-        read(response).await
+        self.upload_as(
+            key,
+            file_name,
+            content.as_bytes().to_vec(),
+            "text/plain",
+            knowledge_base,
+        )
+        .await
     }
 
     /// Uploads `bytes` as `file_name`, declared as octet-stream (what
@@ -335,11 +324,23 @@ impl TestApp {
         bytes: Vec<u8>,
         knowledge_base: Option<&str>,
     ) -> (u16, Value) {
+        self.upload_as(key, file_name, bytes, "application/octet-stream", knowledge_base)
+            .await
+    }
+
+    async fn upload_as(
+        &self,
+        key: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        knowledge_base: Option<&str>,
+    ) -> (u16, Value) {
         let mut form = reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(bytes)
                 .file_name(file_name.to_owned())
-                .mime_str("application/octet-stream")
+                .mime_str(content_type)
                 .unwrap(),
         );
         if let Some(kb) = knowledge_base {

@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{EmbedError, Embedder, ModelInfo};
+use domain::EmbeddingModel;
+
+use super::{EmbedError, Embedder};
 use crate::pipeline::tokens::{TokenCounter, WordTokens};
 
 #[derive(Debug, Clone)]
 pub struct HashingEmbedder {
-    model: ModelInfo,
+    model: EmbeddingModel,
     dimensions: usize,
 }
 
@@ -25,7 +27,7 @@ impl HashingEmbedder {
     pub fn new(dimensions: usize) -> HashingEmbedder {
         let dimensions = dimensions.max(8);
         HashingEmbedder {
-            model: ModelInfo {
+            model: EmbeddingModel {
                 name: format!("hashing-v1-{dimensions}"),
                 dimensions: dimensions as u32,
                 version: "1".to_owned(),
@@ -82,7 +84,7 @@ impl HashingEmbedder {
 
 #[async_trait]
 impl Embedder for HashingEmbedder {
-    fn model(&self) -> &ModelInfo {
+    fn model(&self) -> &EmbeddingModel {
         &self.model
     }
 

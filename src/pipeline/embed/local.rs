@@ -19,7 +19,9 @@ use thiserror::Error;
 use super::bert::{Bert, BertConfig};
 use super::model_tokenizer::ModelTokenizer;
 use super::safetensors::Tensors;
-use super::{EmbedError, Embedder, ModelInfo};
+use domain::EmbeddingModel;
+
+use super::{EmbedError, Embedder};
 use crate::pipeline::tokens::TokenCounter;
 
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
@@ -57,7 +59,7 @@ pub struct LocalModel {
 struct Shared {
     bert: Bert,
     tokenizer: Arc<ModelTokenizer>,
-    model: ModelInfo,
+    model: EmbeddingModel,
     directory: PathBuf,
     threads: usize,
     /// One batch of texts at a time: each runs on `threads` cores, so two
@@ -133,7 +135,7 @@ impl LocalModel {
             shared: Arc::new(Shared {
                 bert,
                 tokenizer: Arc::new(tokenizer),
-                model: ModelInfo {
+                model: EmbeddingModel {
                     name: MODEL_NAME.to_owned(),
                     dimensions: dimensions as u32,
                     version,
@@ -187,7 +189,7 @@ impl LocalModel {
 
 #[async_trait]
 impl Embedder for LocalModel {
-    fn model(&self) -> &ModelInfo {
+    fn model(&self) -> &EmbeddingModel {
         &self.shared.model
     }
 

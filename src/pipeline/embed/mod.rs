@@ -18,27 +18,15 @@ mod select;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::pipeline::tokens::TokenCounter;
+use domain::EmbeddingModel;
 
 pub use hashing::HashingEmbedder;
 pub use local::{LocalModel, LocalModelError};
 pub use openai::{OpenAiEmbedder, OpenAiSettings};
 pub use select::{embedder_from_config, EmbedderSetupError};
-
-/// Which model made a vector. Vectors of two models never mix: a knowledge
-/// base records the model it was created with and takes no other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// As its makers name it, e.g. `all-MiniLM-L6-v2`.
-    pub name: String,
-    pub dimensions: u32,
-    /// What tells two builds of the same name apart: a weights checksum for
-    /// a local model, the served model id for a remote one.
-    pub version: String,
-}
 
 #[derive(Debug, Error)]
 pub enum EmbedError {
@@ -61,7 +49,9 @@ impl EmbedError {
 /// Turns texts into unit-length vectors of the model's dimension.
 #[async_trait]
 pub trait Embedder: Send + Sync + 'static {
-    fn model(&self) -> &ModelInfo;
+    /// Which model makes the vectors: a knowledge base is pinned to it, and
+    /// vectors of two models never meet in one index.
+    fn model(&self) -> &EmbeddingModel;
 
     /// One line for the start-up log: which embedder, from where.
     fn describe(&self) -> String;

@@ -8,7 +8,7 @@
 //! per input, all of the dimension learned at start-up) and every vector is
 //! scaled to unit length, because not every server normalises.
 //!
-//! The model's identity ([`ModelInfo::version`]) is the model id the server
+//! The model's identity ([`EmbeddingModel::version`]) is the model id the server
 //! answered with and the host it was reached at, `all-minilm@gpu-1:11434`:
 //! two deployments may serve different builds under one name (an Ollama tag
 //! re-pulled, a fine-tune behind a proxy), and a knowledge base must not mix
@@ -25,7 +25,9 @@ use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::{EmbedError, Embedder, ModelInfo};
+use domain::EmbeddingModel;
+
+use super::{EmbedError, Embedder};
 use crate::pipeline::tokens::{TokenCounter, WordTokens};
 
 /// What the connection check embeds: short, so it costs the server little.
@@ -112,7 +114,7 @@ pub struct OpenAiEmbedder {
     settings: OpenAiSettings,
     /// The model id the server answered the probe with.
     served_model: String,
-    model: ModelInfo,
+    model: EmbeddingModel,
 }
 
 impl fmt::Debug for OpenAiEmbedder {
@@ -196,7 +198,7 @@ impl OpenAiEmbedder {
             host,
             label,
             api_key: settings.api_key.clone().filter(|key| !key.is_empty()),
-            model: ModelInfo {
+            model: EmbeddingModel {
                 name: settings.model.clone(),
                 dimensions: settings.dimensions.unwrap_or(0),
                 version: String::new(),
@@ -344,7 +346,7 @@ impl OpenAiEmbedder {
 
 #[async_trait]
 impl Embedder for OpenAiEmbedder {
-    fn model(&self) -> &ModelInfo {
+    fn model(&self) -> &EmbeddingModel {
         &self.model
     }
 
