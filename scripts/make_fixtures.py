@@ -9,12 +9,16 @@ Files (names are stable; tests and benchmarks rely on them):
 
     OUT_DIR/sample.pdf    reportlab: a 20 pt title on page 1 (heading 1), a 15 pt
                           "Section N" on every page (heading 2), 11 pt body lines;
-                          page N holds the phrase "lighthouse marker NNNN" (4 digits)
+                          page N holds the phrase "lighthouse marker NNNN" (4 digits);
+                          page 2 (1 if there is one page) draws a form XObject that
+                          draws another, each with a phrase
     OUT_DIR/sample.docx   python-docx: Heading 1 / Heading 2 paragraphs, body
-                          paragraphs and a table (header row + rows)
+                          paragraphs and a table (header row + rows), a header,
+                          a footer and a footnote
     OUT_DIR/sample.xlsx   openpyxl: sheets "Inventory" and "Suppliers", a header
                           row then data rows
-    OUT_DIR/sample.pptx   python-pptx: 3 slides (title + body placeholder each)
+    OUT_DIR/sample.pptx   python-pptx: 3 slides (title + body placeholder each),
+                          speaker notes on slide 2
     OUT_DIR/sample.csv    csv module: header row then data rows
     OUT_DIR/sample.json   json module: an object with nested members
     OUT_DIR/sample.html   a page with h1/h2, paragraphs, a list, a table, a script
@@ -50,6 +54,18 @@ def make_pdf(path, pages):
     c = canvas.Canvas(path, pagesize=A4)
     phrases = []
     headings = [{"text": "Annual Lighthouse Report", "level": 1}]
+    # Text inside form XObjects, one drawing another, as headers, stamps
+    # and placed pages are made.
+    c.beginForm("stamp")
+    c.setFont("Helvetica", 11)
+    c.drawString(72, 60, "nested stamp phrase")
+    c.endForm()
+    c.beginForm("banner")
+    c.setFont("Helvetica", 11)
+    c.drawString(72, 80, "tidewater banner phrase")
+    c.doForm("stamp")
+    c.endForm()
+    form_page = min(2, pages)
     for page in range(1, pages + 1):
         y = 800
         if page == 1:
@@ -71,6 +87,10 @@ def make_pdf(path, pages):
         for line in lines * 6:
             c.drawString(72, y, line)
             y -= 15
+        if page == form_page:
+            c.doForm("banner")
+            phrases.append({"text": "tidewater banner phrase", "page": page})
+            phrases.append({"text": "nested stamp phrase", "page": page})
         c.showPage()
         phrases.append({"text": marker, "page": page})
         if page <= 3:
@@ -102,6 +122,10 @@ def make_docx(path, scale):
     for row, values in zip(table.rows, [("item", "qty"), ("purple widgets", "42"), ("amber lanterns", "7")]):
         for cell, value in zip(row.cells, values):
             cell.text = value
+    section = d.sections[0]
+    section.header.paragraphs[0].text = "Meridian ledger header"
+    section.footer.paragraphs[0].text = "Printed by the basalt press"
+    add_footnote(d, d.paragraphs[1], "The saltmarsh footnote phrase cites its source.")
     for section in range(1, scale):
         d.add_heading(f"Appendix {section}", 2)
         for _ in range(12):
@@ -115,10 +139,39 @@ def make_docx(path, scale):
             {"text": "zebra migration phrase"},
             {"text": "copper kettle"},
             {"text": "purple widgets | 42"},
+            {"text": "Meridian ledger header"},
+            {"text": "basalt press"},
+            {"text": "saltmarsh footnote phrase"},
         ],
         "headings": [{"text": "Quarterly Report", "level": 1}, {"text": "Details", "level": 2}],
         "absent": [],
     }
+
+
+def add_footnote(document, paragraph, text):
+    """python-docx writes no footnotes, so the part is made through its
+    packaging layer, as python-docx users add them: a footnotes part
+    related to the document, and a reference from a run of `paragraph`."""
+    from docx.opc.constants import CONTENT_TYPE, RELATIONSHIP_TYPE
+    from docx.opc.packuri import PackURI
+    from docx.opc.part import Part
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+    from xml.sax.saxutils import escape
+
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:footnotes xmlns:w="{w}">'
+        '<w:footnote w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:footnote>'
+        '<w:footnote w:type="continuationSeparator" w:id="0"><w:p><w:r><w:continuationSeparator/></w:r></w:p></w:footnote>'
+        f'<w:footnote w:id="1"><w:p><w:r><w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p></w:footnote>'
+        "</w:footnotes>"
+    ).encode()
+    part = Part(PackURI("/word/footnotes.xml"), CONTENT_TYPE.WML_FOOTNOTES, xml, document.part.package)
+    document.part.relate_to(part, RELATIONSHIP_TYPE.FOOTNOTES)
+    reference = OxmlElement("w:footnoteReference")
+    reference.set(qn("w:id"), "1")
+    paragraph.add_run()._r.append(reference)
 
 
 def make_xlsx(path, scale):
@@ -162,16 +215,19 @@ def make_pptx(path, scale):
     ]
     for n in range(1, scale):
         slides.append((f"Extra {n}", "further notes on the harvest, the market and the weather this season"))
-    for title, body in slides:
+    for number, (title, body) in enumerate(slides, start=1):
         s = p.slides.add_slide(p.slide_layouts[1])
         s.shapes.title.text = title
         s.placeholders[1].text = body
+        if number == 2:
+            s.notes_slide.notes_text_frame.text = "speaker notes mention the narwhal tusk"
     p.save(path)
     return {
         "pages": len(slides),
         "phrases": [
             {"text": "orchards", "slide": 1},
             {"text": "walrus phrase", "slide": 2},
+            {"text": "narwhal tusk", "slide": 2},
             {"text": "glacier", "slide": 3},
         ],
         "headings": [{"text": "Intro", "level": 1}, {"text": "Second", "level": 1}, {"text": "Closing", "level": 1}],

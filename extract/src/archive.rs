@@ -8,7 +8,7 @@ use std::io::Cursor;
 use zip::result::ZipError;
 use zip::ZipArchive;
 
-use crate::xml::{read_xml, Meter, Metered, Xml};
+use crate::xml::{attribute, local_name, read_xml, Meter, Metered, Xml};
 use crate::{ExtractError, ExtractLimits};
 
 pub(crate) struct Archive<'b> {
@@ -98,6 +98,57 @@ impl Archive<'_> {
         };
         read_xml(Metered::new(entry, &self.meter), name, limits, on_event)?;
         Ok(true)
+    }
+}
+
+/// One relationship of a part: its id, its type (a URI whose last
+/// segment names it: `slide`, `notesSlide`, `header`, `footnotes`) and
+/// the entry it points to.
+pub(crate) struct Relationship {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) target: String,
+}
+
+impl Relationship {
+    /// Whether the relationship's type is `name` (the last segment of its URI).
+    pub(crate) fn is(&self, name: &str) -> bool {
+        self.kind.rsplit('/').next() == Some(name)
+    }
+}
+
+impl Archive<'_> {
+    /// The relationships of the part `part`, from its `_rels/<name>.rels`
+    /// (none if there is no such entry); external targets are left out,
+    /// and at most `max_entries` are kept.
+    pub(crate) fn relationships(
+        &mut self,
+        part: &str,
+        limits: &ExtractLimits,
+    ) -> Result<Vec<Relationship>, ExtractError> {
+        let rels = match part.rsplit_once('/') {
+            Some((folder, name)) => format!("{folder}/_rels/{name}.rels"),
+            None => format!("_rels/{part}.rels"),
+        };
+        let mut found = Vec::new();
+        self.read_xml(&rels, limits, |event| {
+            if let Xml::Start(start) | Xml::Empty(start) = event {
+                if local_name(start) == "Relationship"
+                    && attribute(start, "TargetMode").as_deref() != Some("External")
+                    && found.len() < limits.max_entries
+                {
+                    if let (Some(id), Some(target)) = (attribute(start, "Id"), attribute(start, "Target")) {
+                        found.push(Relationship {
+                            id,
+                            kind: attribute(start, "Type").unwrap_or_default(),
+                            target: resolve_target(part, &target),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
 }
 

@@ -3,13 +3,17 @@
 //! `word/styles.xml`, which localised templates rely on, or by the
 //! built-in `Heading1`…`Heading9` / `Title` ids) is a heading of that
 //! level; each row of a table is one block, its cells joined by ` | `.
+//! The headers and footers the document uses come before its body (each
+//! distinct one once), its footnotes and endnotes after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::archive;
 use crate::output::Output;
 use crate::xml::{attribute, local_name, Xml};
 use crate::{BlockKind, ExtractError, ExtractLimits, ExtractedText, Location};
+
+const DOCUMENT: &str = "word/document.xml";
 
 pub(crate) fn extract(
     bytes: &[u8],
@@ -17,23 +21,57 @@ pub(crate) fn extract(
     format: &'static str,
 ) -> Result<ExtractedText, ExtractError> {
     let mut archive = archive::open(bytes, limits, format)?;
-    if !archive.has("word/document.xml") {
+    if !archive.has(DOCUMENT) {
         return Err(ExtractError::malformed(
             format,
             "it has no word/document.xml, so it is not a word document",
         ));
     }
     let levels = heading_levels(&mut archive, limits)?;
+    let relationships = archive.relationships(DOCUMENT, limits)?;
+    let parts_of = |kinds: &[&str]| -> Vec<String> {
+        let mut parts: Vec<String> = relationships
+            .iter()
+            .filter(|relationship| kinds.iter().any(|kind| relationship.is(kind)))
+            .map(|relationship| relationship.target.clone())
+            .collect();
+        parts.sort();
+        parts.dedup();
+        parts
+    };
     let mut out = Output::new(limits, format);
+    // Headers and footers come first, as text of no section; a header
+    // repeated for the first page or even pages is read once.
+    let mut seen: HashSet<String> = HashSet::new();
+    for part in parts_of(&["header", "footer"]) {
+        let mut margin = Output::new(limits, format);
+        let mut body = Body::default();
+        archive.read_xml(&part, limits, |event| body.event(event, &levels, &mut margin))?;
+        let margin = margin.finish(None);
+        if margin.text.is_empty() || !seen.insert(margin.text.clone()) {
+            continue;
+        }
+        for block in &margin.blocks {
+            out.push(BlockKind::Text, Location::default(), &margin.text[block.range.clone()])?;
+        }
+    }
     let mut body = Body::default();
-    archive.read_xml("word/document.xml", limits, |event| {
-        body.event(event, &levels, &mut out)
-    })?;
+    archive.read_xml(DOCUMENT, limits, |event| body.event(event, &levels, &mut out))?;
+    // Footnotes and endnotes follow the body, under its last heading.
+    for part in parts_of(&["footnotes", "endnotes"]) {
+        let mut notes = Body {
+            headings: false,
+            ..Body::default()
+        };
+        archive.read_xml(&part, limits, |event| notes.event(event, &levels, &mut out))?;
+    }
     Ok(out.finish(None))
 }
 
-#[derive(Default)]
 struct Body {
+    /// Whether heading styles make headings: not in notes, whose
+    /// paragraphs are all the notes' text.
+    headings: bool,
     paragraph: String,
     style: Option<String>,
     outline: Option<u8>,
@@ -43,6 +81,22 @@ struct Body {
     tables: usize,
     cells: Vec<String>,
     cell: String,
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body {
+            headings: true,
+            paragraph: String::new(),
+            style: None,
+            outline: None,
+            in_text: false,
+            hidden: 0,
+            tables: 0,
+            cells: Vec::new(),
+            cell: String::new(),
+        }
+    }
 }
 
 impl Body {
@@ -98,8 +152,8 @@ impl Body {
                             .outline
                             .or_else(|| self.style.as_ref().and_then(|style| levels.get(style).copied()));
                         let kind = match level {
-                            Some(level) => BlockKind::Heading { level },
-                            None => BlockKind::Text,
+                            Some(level) if self.headings => BlockKind::Heading { level },
+                            _ => BlockKind::Text,
                         };
                         out.push(kind, Location::default(), &self.paragraph)?;
                     }

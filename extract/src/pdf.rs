@@ -5,13 +5,18 @@
 //! the other lines of a page form its body blocks; every block carries its
 //! page, and `pages` is the page count.
 //!
-//! Every stream lopdf unpacks (object streams while loading, page content
-//! and font encodings while reading) is bounded by `max_stream_bytes`.
+//! Text drawn by form XObjects (headers and footers, pages placed from
+//! another file) is read where the form is drawn, with the form's own
+//! fonts; forms are followed a bounded number of times per page, never
+//! into themselves.
+//!
+//! Every stream lopdf unpacks (object streams while loading, page content,
+//! forms and font encodings while reading) is bounded by `max_stream_bytes`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lopdf::content::Content;
-use lopdf::{DecompressError, Document, Encoding, LoadOptions, Object};
+use lopdf::{DecompressError, Dictionary, Document, Encoding, LoadOptions, Object, ObjectId};
 
 use crate::output::{Budget, Output};
 use crate::{describe_bytes, BlockKind, ExtractError, ExtractLimits, ExtractedText, Location};
@@ -150,106 +155,274 @@ fn number(object: &Object) -> Option<f32> {
     }
 }
 
+/// The most form XObjects one page may draw, counting every use: a form
+/// drawn by a form drawn by a form multiplies, and a crafted file could
+/// otherwise make a page of a few bytes cost hours.
+const MAX_FORMS_PER_PAGE: usize = 4096;
+
+/// How deep forms may draw forms; real files nest two or three.
+const MAX_FORM_DEPTH: usize = 12;
+
+/// The named resources content is drawn with: its fonts, and its
+/// XObjects (forms hold text too, often a page's header and footer or, in
+/// pages placed from another file, all of it).
+#[derive(Default)]
+struct Resources<'d> {
+    fonts: BTreeMap<Vec<u8>, &'d Dictionary>,
+    xobjects: BTreeMap<Vec<u8>, ObjectId>,
+}
+
+impl<'d> Resources<'d> {
+    /// A page's resources: its own, then those it inherits from the page tree.
+    fn of_page(document: &'d Document, page_id: ObjectId) -> Result<Resources<'d>, lopdf::Error> {
+        let (direct, referenced) = document.get_page_resources(page_id)?;
+        let mut resources = Resources::default();
+        if let Some(dictionary) = direct {
+            resources.add(document, dictionary);
+        }
+        for id in referenced {
+            if let Ok(dictionary) = document.get_dictionary(id) {
+                resources.add(document, dictionary);
+            }
+        }
+        Ok(resources)
+    }
+
+    /// A form's resources: its own, then (for a form written without them,
+    /// as older files do) those of what draws it.
+    fn of_form(document: &'d Document, form: &'d Dictionary, outer: &Resources<'d>) -> Resources<'d> {
+        let mut resources = Resources::default();
+        if let Ok(dictionary) = document.get_dict_in_dict(form, b"Resources") {
+            resources.add(document, dictionary);
+        }
+        for (name, font) in &outer.fonts {
+            resources.fonts.entry(name.clone()).or_insert(font);
+        }
+        for (name, id) in &outer.xobjects {
+            resources.xobjects.entry(name.clone()).or_insert(*id);
+        }
+        resources
+    }
+
+    /// Adds the entries of a resource dictionary that are not named yet.
+    fn add(&mut self, document: &'d Document, dictionary: &'d Dictionary) {
+        if let Ok(fonts) = document.get_dict_in_dict(dictionary, b"Font") {
+            for (name, value) in fonts.iter() {
+                let font = match value {
+                    Object::Reference(id) => document.get_dictionary(*id).ok(),
+                    Object::Dictionary(font) => Some(font),
+                    _ => None,
+                };
+                if let Some(font) = font {
+                    self.fonts.entry(name.clone()).or_insert(font);
+                }
+            }
+        }
+        if let Ok(xobjects) = document.get_dict_in_dict(dictionary, b"XObject") {
+            for (name, value) in xobjects.iter() {
+                if let Object::Reference(id) = value {
+                    self.xobjects.entry(name.clone()).or_insert(*id);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the lines of one page: its content stream and the forms it draws.
+struct PageReader<'d, 'a> {
+    document: &'d Document,
+    page: u32,
+    limits: &'a ExtractLimits,
+    budget: &'a Budget,
+    lines: &'a mut Vec<Line>,
+    /// Each font's encoding, read when text is first shown in it; keyed by
+    /// the font dictionary's address, which does not move while the
+    /// document is read. `None`: it could not be read, and its text is lost.
+    encodings: HashMap<*const Dictionary, Option<Encoding<'d>>>,
+    font: Option<&'d Dictionary>,
+    font_size: f32,
+    scale: f32,
+    line: Line,
+    line_bytes: usize,
+    forms_drawn: usize,
+    /// The forms being read, innermost last: one that draws itself is not
+    /// followed.
+    open_forms: Vec<ObjectId>,
+    /// Out of time or of text: the rest of the page is not read.
+    stopped: bool,
+}
+
 fn page_lines(
     document: &Document,
-    page_id: lopdf::ObjectId,
+    page_id: ObjectId,
     page: u32,
     limits: &ExtractLimits,
     budget: &Budget,
     lines: &mut Vec<Line>,
 ) -> Result<(), lopdf::Error> {
-    let fonts = document.get_page_fonts(page_id)?;
-    let mut encodings: BTreeMap<Vec<u8>, Encoding<'_>> = BTreeMap::new();
-    for (name, font) in fonts {
-        match font.get_font_encoding_with_limit(document, limits.max_stream_bytes) {
-            Ok(encoding) => {
-                encodings.insert(name, encoding);
-            }
-            Err(e @ lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. })) => return Err(e),
-            // A font whose encoding cannot be read loses its text, not the page's.
-            Err(_) => {}
-        }
-    }
+    let resources = Resources::of_page(document, page_id)?;
     let content = document.get_page_content_with_limit(page_id, limits.max_stream_bytes)?;
-
-    let mut encoding: Option<&Encoding<'_>> = None;
-    let mut font_size: f32 = 0.0;
-    let mut scale: f32 = 1.0;
-    let mut line = Line {
+    let mut reader = PageReader {
+        document,
         page,
-        text: String::new(),
-        size: 0.0,
+        limits,
+        budget,
+        lines,
+        encodings: HashMap::new(),
+        font: None,
+        font_size: 0.0,
+        scale: 1.0,
+        line: Line {
+            page,
+            text: String::new(),
+            size: 0.0,
+        },
+        line_bytes: 0,
+        forms_drawn: 0,
+        open_forms: Vec::new(),
+        stopped: false,
     };
-    let end_line = |line: &mut Line, lines: &mut Vec<Line>| {
-        if !line.text.trim().is_empty() {
-            lines.push(Line {
-                page,
-                text: std::mem::take(&mut line.text),
-                size: line.size,
+    reader.read(&content, &resources)?;
+    reader.end_line();
+    Ok(())
+}
+
+impl<'d> PageReader<'d, '_> {
+    fn end_line(&mut self) {
+        if !self.line.text.trim().is_empty() {
+            self.lines.push(Line {
+                page: self.page,
+                text: std::mem::take(&mut self.line.text),
+                size: self.line.size,
             });
         }
-        line.text.clear();
-        line.size = 0.0;
-    };
-    let mut line_bytes = 0usize;
-    for (index, operation) in Content::decode_iter(&content).enumerate() {
-        if index.is_multiple_of(4096) && budget.check().is_err() {
-            break;
+        self.line.text.clear();
+        self.line.size = 0.0;
+    }
+
+    fn encoding(&mut self, font: &'d Dictionary) -> Result<Option<&Encoding<'d>>, lopdf::Error> {
+        let key: *const Dictionary = font;
+        if !self.encodings.contains_key(&key) {
+            let encoding = match font.get_font_encoding_with_limit(self.document, self.limits.max_stream_bytes) {
+                Ok(encoding) => Some(encoding),
+                Err(e @ lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. })) => return Err(e),
+                // A font whose encoding cannot be read loses its text, not the page's.
+                Err(_) => None,
+            };
+            self.encodings.insert(key, encoding);
         }
-        // A damaged stream keeps the text read up to the damage.
-        let Ok(operation) = operation else { break };
-        let operands = &operation.operands;
-        match operation.operator.as_str() {
-            "Tf" => {
-                encoding = operands
-                    .first()
-                    .and_then(|name| name.as_name().ok())
-                    .and_then(|name| encodings.get(name));
-                font_size = operands.get(1).and_then(number).unwrap_or(font_size);
+        Ok(self.encodings.get(&key).and_then(Option::as_ref))
+    }
+
+    /// Reads one content stream drawn with `resources`; only a stream that
+    /// unpacks past the limit is an error, a damaged one keeps the text read
+    /// up to the damage.
+    fn read(&mut self, content: &[u8], resources: &Resources<'d>) -> Result<(), lopdf::Error> {
+        for (index, operation) in Content::decode_iter(content).enumerate() {
+            if self.stopped || (index.is_multiple_of(4096) && self.budget.check().is_err()) {
+                self.stopped = true;
+                break;
             }
-            "Tm" => {
-                end_line(&mut line, lines);
-                let (b, d) = (
-                    operands.get(1).and_then(number).unwrap_or(0.0),
-                    operands.get(3).and_then(number).unwrap_or(1.0),
-                );
-                scale = (b * b + d * d).sqrt();
-            }
-            "Td" | "TD" => {
-                let dy = operands.get(1).and_then(number).unwrap_or(0.0);
-                if dy.abs() > 0.01 {
-                    end_line(&mut line, lines);
-                } else if !line.text.is_empty() && !line.text.ends_with(' ') {
-                    line.text.push(' ');
+            let Ok(operation) = operation else { break };
+            let operands = &operation.operands;
+            match operation.operator.as_str() {
+                "Tf" => {
+                    self.font = operands
+                        .first()
+                        .and_then(|name| name.as_name().ok())
+                        .and_then(|name| resources.fonts.get(name).copied());
+                    self.font_size = operands.get(1).and_then(number).unwrap_or(self.font_size);
                 }
-            }
-            "T*" | "ET" => end_line(&mut line, lines),
-            "Tj" | "TJ" | "'" | "\"" => {
-                if matches!(operation.operator.as_str(), "'" | "\"") {
-                    end_line(&mut line, lines);
+                "Tm" => {
+                    self.end_line();
+                    let (b, d) = (
+                        operands.get(1).and_then(number).unwrap_or(0.0),
+                        operands.get(3).and_then(number).unwrap_or(1.0),
+                    );
+                    self.scale = (b * b + d * d).sqrt();
                 }
-                let shown = if operation.operator == "\"" {
-                    operands.get(2..).unwrap_or_default()
-                } else {
-                    &operands[..]
-                };
-                if let Some(encoding) = encoding {
-                    let before = line.text.len();
-                    collect_text(&mut line.text, encoding, shown, 0);
-                    line_bytes += line.text.len() - before;
-                    if line.text.len() > before {
-                        line.size = line.size.max((font_size * scale).abs());
+                "Td" | "TD" => {
+                    let dy = operands.get(1).and_then(number).unwrap_or(0.0);
+                    if dy.abs() > 0.01 {
+                        self.end_line();
+                    } else if !self.line.text.is_empty() && !self.line.text.ends_with(' ') {
+                        self.line.text.push(' ');
                     }
                 }
-                if line_bytes > limits.max_text_bytes {
-                    break;
+                "T*" | "ET" => self.end_line(),
+                "Tj" | "TJ" | "'" | "\"" => {
+                    if matches!(operation.operator.as_str(), "'" | "\"") {
+                        self.end_line();
+                    }
+                    let shown = if operation.operator == "\"" {
+                        operands.get(2..).unwrap_or_default()
+                    } else {
+                        &operands[..]
+                    };
+                    let Some(font) = self.font else { continue };
+                    let size = (self.font_size * self.scale).abs();
+                    let mut text = std::mem::take(&mut self.line.text);
+                    let before = text.len();
+                    if let Some(encoding) = self.encoding(font)? {
+                        collect_text(&mut text, encoding, shown, 0);
+                    }
+                    self.line_bytes += text.len() - before;
+                    if text.len() > before {
+                        self.line.size = self.line.size.max(size);
+                    }
+                    self.line.text = text;
+                    if self.line_bytes > self.limits.max_text_bytes {
+                        self.stopped = true;
+                    }
                 }
+                "Do" => {
+                    let form = operands
+                        .first()
+                        .and_then(|name| name.as_name().ok())
+                        .and_then(|name| resources.xobjects.get(name).copied());
+                    if let Some(form) = form {
+                        self.draw_form(form, resources)?;
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        Ok(())
     }
-    end_line(&mut line, lines);
-    Ok(())
+
+    /// Reads a form XObject where it is drawn. The form runs in a graphics
+    /// state of its own, so the font chosen before it is the font after it.
+    fn draw_form(&mut self, id: ObjectId, outer: &Resources<'d>) -> Result<(), lopdf::Error> {
+        if self.open_forms.len() >= MAX_FORM_DEPTH
+            || self.open_forms.contains(&id)
+            || self.forms_drawn >= MAX_FORMS_PER_PAGE
+        {
+            return Ok(());
+        }
+        // An image is an XObject too; only forms have text.
+        let Ok(stream) = self.document.get_object(id).and_then(Object::as_stream) else {
+            return Ok(());
+        };
+        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
+            return Ok(());
+        }
+        self.forms_drawn += 1;
+        let content = match stream.decompressed_content_with_limit(self.limits.max_stream_bytes) {
+            Ok(content) => content,
+            Err(e @ lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. })) => return Err(e),
+            // A form that cannot be unpacked loses its text, not the page's.
+            Err(_) => return Ok(()),
+        };
+        let resources = Resources::of_form(self.document, &stream.dict, outer);
+        let state = (self.font, self.font_size, self.scale);
+        self.end_line();
+        self.open_forms.push(id);
+        let read = self.read(&content, &resources);
+        self.open_forms.pop();
+        self.end_line();
+        (self.font, self.font_size, self.scale) = state;
+        read
+    }
 }
 
 fn collect_text(text: &mut String, encoding: &Encoding<'_>, operands: &[Object], depth: usize) {

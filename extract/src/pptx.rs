@@ -1,17 +1,19 @@
 //! PPTX: slides in the order `ppt/presentation.xml` lists them (its
 //! `sldIdLst`, resolved through the part's relationships; file names say
 //! nothing about order). On each slide the title placeholder is a level-1
-//! heading, and every other shape's text a block, all located by slide.
+//! heading, and every other shape's text a block; the speaker notes
+//! (the body of the slide's notes page) follow the slide's own text. All
+//! are located by slide; slide numbers drawn on a slide or its notes page
+//! are not text.
 
 use std::collections::HashMap;
 
-use crate::archive::{self, resolve_target};
+use crate::archive;
 use crate::output::Output;
 use crate::xml::{attribute, local_name, Xml};
 use crate::{BlockKind, ExtractError, ExtractLimits, ExtractedText, Location};
 
 const PRESENTATION: &str = "ppt/presentation.xml";
-const PRESENTATION_RELS: &str = "ppt/_rels/presentation.xml.rels";
 
 pub(crate) fn extract(
     bytes: &[u8],
@@ -42,19 +44,11 @@ pub(crate) fn extract(
             "it has no ppt/presentation.xml, so it is not a powerpoint deck",
         ));
     }
-    let mut targets: HashMap<String, String> = HashMap::new();
-    archive.read_xml(PRESENTATION_RELS, limits, |event| {
-        if let Xml::Start(start) | Xml::Empty(start) = event {
-            if local_name(start) == "Relationship" {
-                if let (Some(id), Some(target)) = (attribute(start, "Id"), attribute(start, "Target")) {
-                    if targets.len() < limits.max_entries {
-                        targets.insert(id, resolve_target(PRESENTATION, &target));
-                    }
-                }
-            }
-        }
-        Ok(())
-    })?;
+    let targets: HashMap<String, String> = archive
+        .relationships(PRESENTATION, limits)?
+        .into_iter()
+        .map(|relationship| (relationship.id, relationship.target))
+        .collect();
 
     let mut out = Output::new(limits, format);
     let mut slides = 0u32;
@@ -63,6 +57,17 @@ pub(crate) fn extract(
         slides += 1;
         let mut slide = Slide::default();
         archive.read_xml(part, limits, |event| slide.event(event, out.limits()))?;
+        let notes_part = archive
+            .relationships(part, limits)?
+            .into_iter()
+            .find(|relationship| relationship.is("notesSlide"));
+        let mut notes = Slide {
+            notes: true,
+            ..Slide::default()
+        };
+        if let Some(notes_part) = notes_part {
+            archive.read_xml(&notes_part.target, limits, |event| notes.event(event, out.limits()))?;
+        }
         let location = Location {
             slide: Some(slides),
             ..Location::default()
@@ -70,7 +75,7 @@ pub(crate) fn extract(
         for title in &slide.titles {
             out.push(BlockKind::Heading { level: 1 }, location.clone(), title)?;
         }
-        for text in &slide.texts {
+        for text in slide.texts.iter().chain(&notes.texts) {
             out.push(BlockKind::Text, location.clone(), text)?;
         }
     }
@@ -93,13 +98,17 @@ fn relationship_id(start: &quick_xml::events::BytesStart<'_>) -> Option<String> 
 
 #[derive(Default)]
 struct Slide {
+    /// A notes page: only its body placeholder is text (the others are a
+    /// picture of the slide, its number, the header and footer).
+    notes: bool,
     titles: Vec<String>,
     texts: Vec<String>,
     /// Depth of shapes (`p:sp`, `p:graphicFrame`) open; a shape's text is
     /// one block.
     shapes: usize,
     shape: String,
-    is_title: bool,
+    /// The `type` of the shape's placeholder, if it is one.
+    placeholder: Option<String>,
     in_text: bool,
     paragraph_started: bool,
 }
@@ -114,15 +123,11 @@ impl Slide {
                         self.shapes += 1;
                         if self.shapes == 1 {
                             self.shape.clear();
-                            self.is_title = false;
+                            self.placeholder = None;
                         }
                     }
-                    "ph" => {
-                        let kind = attribute(start, "type");
-                        if matches!(kind.as_deref(), Some("title" | "ctrTitle")) {
-                            self.is_title = true;
-                        }
-                    }
+                    // a placeholder without a type is an object (content) placeholder
+                    "ph" => self.placeholder = Some(attribute(start, "type").unwrap_or_else(|| "obj".to_owned())),
                     "p" if !empty => self.paragraph_started = false,
                     "t" if !empty => self.in_text = true,
                     "br" => self.shape.push('\n'),
@@ -157,10 +162,12 @@ impl Slide {
                     self.shapes = self.shapes.saturating_sub(1);
                     if self.shapes == 0 {
                         let text = std::mem::take(&mut self.shape);
-                        if self.is_title {
-                            self.titles.push(text);
-                        } else {
-                            self.texts.push(text);
+                        match self.placeholder.as_deref() {
+                            Some("sldNum") => {}
+                            Some("title" | "ctrTitle") if !self.notes => self.titles.push(text),
+                            Some("body") => self.texts.push(text),
+                            _ if !self.notes => self.texts.push(text),
+                            _ => {}
                         }
                     }
                 }

@@ -89,22 +89,33 @@ fn refused_with(ext: &str, bytes: &[u8], code: &str, limits: &ExtractLimits) -> 
 /// A one-page pdf with `content` as its page's content stream (with
 /// `filter`), its xref offsets computed.
 fn pdf(content: &[u8], filter: &str) -> Vec<u8> {
-    let mut out: Vec<u8> = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    let objects: Vec<Vec<u8>> = vec![
+    pdf_of(vec![
         b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
            /Resources << /Font << /F1 5 0 R >> >> >>"
             .to_vec(),
-        [
-            format!("<< /Length {} {filter} >>\nstream\n", content.len()).as_bytes(),
-            content,
-            b"\nendstream",
-        ]
-        .concat(),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
-    ];
+        stream(filter, content),
+        HELVETICA.to_vec(),
+    ])
+}
+
+const HELVETICA: &[u8] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>";
+
+/// A stream object: `dictionary` entries, then `content`.
+fn stream(dictionary: &str, content: &[u8]) -> Vec<u8> {
+    [
+        format!("<< /Length {} {dictionary} >>\nstream\n", content.len()).as_bytes(),
+        content,
+        b"\nendstream",
+    ]
+    .concat()
+}
+
+/// A pdf of `objects`, numbered from 1 (the catalog), with its xref.
+fn pdf_of(objects: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out: Vec<u8> = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
     for (index, object) in objects.iter().enumerate() {
         offsets.push(out.len());
         out.extend_from_slice(format!("{} 0 obj\n", index + 1).as_bytes());
@@ -124,6 +135,91 @@ fn pdf(content: &[u8], filter: &str) -> Vec<u8> {
         .as_bytes(),
     );
     out
+}
+
+/// A form XObject drawing `content`, with `resources` (a dictionary, or
+/// nothing for a form that inherits them).
+fn form(resources: &str, content: &[u8]) -> Vec<u8> {
+    stream(
+        &format!("/Type /XObject /Subtype /Form /BBox [0 0 612 792] {resources}"),
+        content,
+    )
+}
+
+#[test]
+fn forms_are_read_where_they_are_drawn_and_never_into_themselves() {
+    let bytes = pdf_of(vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+           /Resources << /Font << /F1 5 0 R >> /XObject << /Fa 6 0 R /Im 8 0 R >> >> >>"
+            .to_vec(),
+        stream(
+            "",
+            b"BT /F1 12 Tf 72 720 Td (page text) Tj ET /Im Do /Fa Do BT 72 600 Td (after the form) Tj ET",
+        ),
+        HELVETICA.to_vec(),
+        // Fa draws Fb and itself; Fb, with no resources of its own, uses
+        // Fa's, ends on a font that does not exist, and draws itself.
+        form(
+            "/Resources << /Font << /F2 5 0 R >> /XObject << /Fa 6 0 R /Fb 7 0 R >> >>",
+            b"BT /F2 12 Tf 72 700 Td (form a text) Tj ET /Fb Do /Fa Do",
+        ),
+        form("", b"BT /F2 12 Tf 72 650 Td (form b text) Tj /F9 12 Tf ET /Fb Do"),
+        stream(
+            "/Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray /BitsPerComponent 8",
+            b"\x00",
+        ),
+    ]);
+    let extracted = extract_text(Some("pdf"), &bytes).unwrap();
+    assert_eq!(
+        extracted.text, "page text\nform a text\nform b text\nafter the form",
+        "the font before a form is the font after it"
+    );
+}
+
+#[test]
+fn forms_that_multiply_stop_at_the_per_page_bound() {
+    // F0 draws F1 ten times, F1 draws F2 ten times, …: 10^9 forms drawn
+    // from a file of a few kilobytes.
+    let depth = 9;
+    let mut objects = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+           /Resources << /Font << /F1 5 0 R >> /XObject << /X 6 0 R >> >> >>"
+            .to_vec(),
+        stream("", b"/X Do"),
+        HELVETICA.to_vec(),
+    ];
+    for level in 0..=depth {
+        let next = if level < depth {
+            format!(
+                "/Resources << /Font << /F1 5 0 R >> /XObject << /X {} 0 R >> >>",
+                7 + level
+            )
+        } else {
+            String::new()
+        };
+        let draws = if level < depth {
+            "/X Do ".repeat(10)
+        } else {
+            String::new()
+        };
+        let content = format!("BT /F1 12 Tf 72 700 Td (level {level}) Tj ET {draws}");
+        objects.push(form(&next, content.as_bytes()));
+    }
+    let started = Instant::now();
+    let extracted = extract_text(Some("pdf"), &pdf_of(objects)).unwrap();
+    let elapsed = started.elapsed();
+    let drawn = extracted.text.matches("level ").count();
+    assert!(
+        extracted.text.starts_with("level 0\nlevel 1\nlevel 2"),
+        "{}",
+        &extracted.text[..60]
+    );
+    assert!((1000..=4096).contains(&drawn), "{drawn} forms read");
+    assert!(elapsed < TIME_GUARD, "took {elapsed:?}");
 }
 
 #[test]
