@@ -26,6 +26,7 @@ use domain::Aggregate;
 use projections::consumed::{ConsumedProjection, OffsetStore};
 use projections::registry::REGISTRY_PROJECTION;
 
+use crate::api::content_locks::ContentLocks;
 use crate::auth::KeyHasher;
 use crate::background::PeriodicTask;
 use crate::config::Config;
@@ -105,6 +106,8 @@ pub struct App {
     pub eraser_feed: Feed,
     pub embedder: Arc<dyn Embedder>,
     pub key_hasher: KeyHasher,
+    /// Uploads of the same bytes by one tenant, one at a time (dedup).
+    pub content_locks: ContentLocks,
     processor: Option<ProcessorHandle>,
     /// Ends presigned uploads past their expiry; on project nodes.
     pub upload_cleaner: Option<PeriodicTask>,
@@ -373,6 +376,7 @@ impl App {
             eraser_feed,
             embedder,
             key_hasher,
+            content_locks: ContentLocks::default(),
             processor,
             upload_cleaner,
             webhooks,

@@ -103,3 +103,82 @@ async fn the_same_bytes_are_one_document_on_sqlite() {
 async fn the_same_bytes_are_one_document_on_postgres() {
     the_same_bytes_are_one_document(Backend::Postgres).await;
 }
+
+/// The same bytes sent many times at once, under different names, direct
+/// and presigned: one request makes the document, every other is answered
+/// with it, and one copy is stored.
+async fn the_same_bytes_sent_at_once_are_one_document(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (tenant, key) = app.create_user("racing@example.com").await;
+    let bytes = "Tide tables for the northern channel, spring and neap.";
+    let direct = (0..8).map(|n| {
+        let (app, key) = (&app, &key);
+        async move { app.upload(key, &format!("tides-{n}.txt"), bytes, None).await }
+    });
+    let presigned = (0..4).map(|n| {
+        let (app, key) = (&app, &key);
+        async move {
+            let (status, ticket) = app
+                .post(
+                    "/v1/documents/uploads",
+                    key,
+                    json!({ "file_name": format!("tides-presigned-{n}.txt"), "size": bytes.len() }),
+                )
+                .await;
+            assert_eq!(status, 201, "{ticket}");
+            let response = app
+                .client
+                .put(ticket["upload_url"].as_str().unwrap())
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let response = app
+                .client
+                .post(app.url(&format!(
+                    "/v1/documents/{}/complete",
+                    ticket["document_id"].as_str().unwrap()
+                )))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            read(response).await
+        }
+    });
+    let (direct, presigned) = tokio::join!(futures::future::join_all(direct), futures::future::join_all(presigned));
+    let answers: Vec<(u16, serde_json::Value)> = direct.into_iter().chain(presigned).collect();
+    let made: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 202)
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(made.len(), 1, "one request makes the document: {answers:?}");
+    let id = made[0]["id"].as_str().unwrap();
+    for (status, answer) in &answers {
+        assert!(
+            *status == 202 || (*status == 200 && answer["duplicate"] == true),
+            "{status} {answer}"
+        );
+        assert_eq!(
+            answer["id"], id,
+            "every request is answered with the one document: {answer}"
+        );
+    }
+    app.wait_registry().await;
+    let (_, documents) = app.get("/v1/documents", &key).await;
+    assert_eq!(documents["total"], 1, "{documents}");
+    assert_eq!(document_objects(&app, &tenant).await.len(), 1, "no copy is stored");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_sent_at_once_are_one_document_on_sqlite() {
+    the_same_bytes_sent_at_once_are_one_document(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_sent_at_once_are_one_document_on_postgres() {
+    the_same_bytes_sent_at_once_are_one_document(Backend::Postgres).await;
+}

@@ -568,6 +568,9 @@ impl DocumentsApi {
     async fn upload(&self, app: Data<&Arc<App>>, auth: ApiKeyAuth, body: UploadBody) -> poem::Result<UploadResponse> {
         let caller = auth.0;
         let (file, knowledge_base) = receive_upload(&app, &caller, body.0).await?;
+        // held until the registry shows this document, so that the same
+        // bytes sent at once by another request find it
+        let _same_bytes = app.content_locks.lock(caller.tenant_id, &file.sha256).await;
         let duplicate = existing_duplicate(&app, &caller, &file.sha256, knowledge_base).await;
         match duplicate {
             Ok(None) => {}

@@ -5,6 +5,7 @@
 mod audit;
 mod auth_guard;
 mod body_limit;
+pub mod content_locks;
 mod document_events;
 mod documents;
 mod erasures;

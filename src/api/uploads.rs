@@ -265,7 +265,9 @@ impl UploadsApi {
                 .into());
         }
         // the same bytes as one of the tenant's documents: that one answers,
-        // and this upload ends without a copy
+        // and this upload ends without a copy (checked under the lock that
+        // direct uploads of these bytes take too)
+        let _same_bytes = app.content_locks.lock(caller.tenant_id, &sha256).await;
         if let Some(answer) = existing_duplicate(&app, &caller, &sha256, pending.knowledge_base_id).await? {
             object.discard().await;
             let reason = format!("the same bytes are already a document of the tenant: upload {upload_id} ends");
