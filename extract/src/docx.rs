@@ -4,7 +4,9 @@
 //! built-in `Heading1`…`Heading9` / `Title` ids) is a heading of that
 //! level; each row of a table is one block, its cells joined by ` | `.
 //! The headers and footers the document uses come before its body (each
-//! distinct one once), its footnotes and endnotes after it.
+//! distinct one once), its footnotes and endnotes after it. A text box's
+//! paragraphs are blocks before the paragraph it is anchored in, read
+//! once (not again from the VML fallback written beside it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -78,6 +80,13 @@ struct Body {
     in_text: bool,
     /// Inside a run of deleted text or a field's instructions: not text.
     hidden: usize,
+    /// Depth of `mc:Fallback`: the same content as the `mc:Choice` before
+    /// it (a text box as VML), which would read it twice.
+    fallback: usize,
+    /// Whether a paragraph is open; one opened inside it (a text box's)
+    /// sets the outer one aside until it ends.
+    open: bool,
+    outer: Vec<(String, Option<String>, Option<u8>)>,
     tables: usize,
     cells: Vec<String>,
     cell: String,
@@ -92,6 +101,9 @@ impl Default for Body {
             outline: None,
             in_text: false,
             hidden: 0,
+            fallback: 0,
+            open: false,
+            outer: Vec::new(),
             tables: 0,
             cells: Vec::new(),
             cell: String::new(),
@@ -106,11 +118,28 @@ impl Body {
         levels: &HashMap<String, u8>,
         out: &mut Output<'_>,
     ) -> Result<(), ExtractError> {
+        if self.fallback > 0 {
+            match event {
+                Xml::Start(start) if local_name(start) == "Fallback" => self.fallback += 1,
+                Xml::End("Fallback") => self.fallback -= 1,
+                _ => {}
+            }
+            return Ok(());
+        }
         match event {
             Xml::Start(start) | Xml::Empty(start) => {
                 let empty = matches!(event, Xml::Empty(_));
                 match local_name(start) {
+                    "Fallback" if !empty => self.fallback = 1,
                     "p" if !empty => {
+                        if self.open {
+                            self.outer.push((
+                                std::mem::take(&mut self.paragraph),
+                                self.style.take(),
+                                self.outline.take(),
+                            ));
+                        }
+                        self.open = true;
                         self.paragraph.clear();
                         self.style = None;
                         self.outline = None;
@@ -158,6 +187,12 @@ impl Body {
                         out.push(kind, Location::default(), &self.paragraph)?;
                     }
                     self.paragraph.clear();
+                    match self.outer.pop() {
+                        Some((paragraph, style, outline)) => {
+                            (self.paragraph, self.style, self.outline) = (paragraph, style, outline);
+                        }
+                        None => self.open = false,
+                    }
                 }
                 "tc" if self.tables == 1 => {
                     let cell = std::mem::take(&mut self.cell);
@@ -287,7 +322,43 @@ fn heading_levels(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+
+    fn docx(document_xml: &str) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("word/document.xml", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(document_xml.as_bytes()).unwrap();
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_text_box_is_read_once_and_its_paragraph_keeps_its_text() {
+        // as Word writes a text box: the DrawingML box, and the same box as
+        // VML in the fallback
+        let box_paragraph = r#"<w:p><w:r><w:t>boxed words</w:t></w:r></w:p>"#;
+        let xml = format!(
+            r#"<w:document xmlns:w="w" xmlns:mc="mc" xmlns:wps="wps" xmlns:v="v"><w:body>
+            <w:p><w:r><w:t>before the box, </w:t></w:r><w:r><mc:AlternateContent>
+              <mc:Choice Requires="wps"><w:drawing><wps:txbx><w:txbxContent>{box_paragraph}</w:txbxContent></wps:txbx></w:drawing></mc:Choice>
+              <mc:Fallback><w:pict><v:textbox><w:txbxContent>{box_paragraph}</w:txbxContent></v:textbox></w:pict></mc:Fallback>
+            </mc:AlternateContent></w:r><w:r><w:t>after the box</w:t></w:r></w:p>
+            <w:p><w:r><w:t>next paragraph</w:t></w:r></w:p>
+            </w:body></w:document>"#
+        );
+        let extracted = extract(&docx(&xml), &ExtractLimits::default(), "docx").unwrap();
+        let blocks: Vec<&str> = extracted
+            .blocks
+            .iter()
+            .map(|block| &extracted.text[block.range.clone()])
+            .collect();
+        assert_eq!(
+            blocks,
+            ["boxed words", "before the box, after the box", "next paragraph"]
+        );
+    }
 
     #[test]
     fn heading_styles_map_to_levels() {
