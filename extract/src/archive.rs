@@ -81,11 +81,14 @@ impl Archive<'_> {
     }
 
     /// Reads the XML entry `name`, or returns `Ok(false)` if there is none.
+    /// What an `mc:Fallback` holds is left out: it is the content of the
+    /// `mc:Choice` before it in an older form (a text box, an equation as
+    /// VML or a picture), and reading both would read it twice.
     pub(crate) fn read_xml(
         &mut self,
         name: &str,
         limits: &ExtractLimits,
-        on_event: impl FnMut(Xml<'_>) -> Result<(), ExtractError>,
+        mut on_event: impl FnMut(Xml<'_>) -> Result<(), ExtractError>,
     ) -> Result<bool, ExtractError> {
         let format = self.format;
         let entry = match self.zip.by_name(name) {
@@ -96,7 +99,16 @@ impl Archive<'_> {
             }
             Err(e) => return Err(ExtractError::malformed(format, format!("{name}: {e}"))),
         };
-        read_xml(Metered::new(entry, &self.meter), name, limits, on_event)?;
+        let mut fallback = 0usize;
+        read_xml(Metered::new(entry, &self.meter), name, limits, |event| {
+            match &event {
+                Xml::Start(start) if local_name(start) == "Fallback" => fallback += 1,
+                Xml::End("Fallback") if fallback > 0 => fallback -= 1,
+                _ if fallback > 0 => {}
+                _ => return on_event(event),
+            }
+            Ok(())
+        })?;
         Ok(true)
     }
 }

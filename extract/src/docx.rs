@@ -6,7 +6,7 @@
 //! The headers and footers the document uses come before its body (each
 //! distinct one once), its footnotes and endnotes after it. A text box's
 //! paragraphs are blocks before the paragraph it is anchored in, read
-//! once (not again from the VML fallback written beside it).
+//! once (the archive leaves out the VML fallback written beside it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -80,9 +80,6 @@ struct Body {
     in_text: bool,
     /// Inside a run of deleted text or a field's instructions: not text.
     hidden: usize,
-    /// Depth of `mc:Fallback`: the same content as the `mc:Choice` before
-    /// it (a text box as VML), which would read it twice.
-    fallback: usize,
     /// Whether a paragraph is open; one opened inside it (a text box's)
     /// sets the outer one aside until it ends.
     open: bool,
@@ -101,7 +98,6 @@ impl Default for Body {
             outline: None,
             in_text: false,
             hidden: 0,
-            fallback: 0,
             open: false,
             outer: Vec::new(),
             tables: 0,
@@ -118,19 +114,10 @@ impl Body {
         levels: &HashMap<String, u8>,
         out: &mut Output<'_>,
     ) -> Result<(), ExtractError> {
-        if self.fallback > 0 {
-            match event {
-                Xml::Start(start) if local_name(start) == "Fallback" => self.fallback += 1,
-                Xml::End("Fallback") => self.fallback -= 1,
-                _ => {}
-            }
-            return Ok(());
-        }
         match event {
             Xml::Start(start) | Xml::Empty(start) => {
                 let empty = matches!(event, Xml::Empty(_));
                 match local_name(start) {
-                    "Fallback" if !empty => self.fallback = 1,
                     "p" if !empty => {
                         if self.open {
                             self.outer.push((
