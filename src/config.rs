@@ -98,8 +98,11 @@ pub struct Config {
     pub embed_timeout_secs: u64,
     /// Retries of a request that failed in a way that may pass.
     pub embed_max_retries: u32,
-    /// The longest input, in the chunker's word tokens, sent to the server.
+    /// The longest input sent to the server, in the tokens of
+    /// `embed_tokenizer`, or in word tokens without one.
     pub embed_max_input_tokens: usize,
+    /// The served model's `tokenizer.json`, to measure chunks in its tokens.
+    pub embed_tokenizer: Option<PathBuf>,
     /// Dimensions of the hashing embedder.
     pub embedding_dimensions: usize,
     /// The most time extracting one file may take; past it the document
@@ -206,6 +209,7 @@ impl Default for Config {
             embed_timeout_secs: 30,
             embed_max_retries: 4,
             embed_max_input_tokens: 256,
+            embed_tokenizer: None,
             embedding_dimensions: 384,
             extract_time_budget_secs: 30,
             extract_max_unpacked_bytes: 256 * 1024 * 1024,

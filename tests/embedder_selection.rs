@@ -58,3 +58,24 @@ async fn chunks_larger_than_the_model_reads_stop_the_start() {
     .await;
     assert!(error.contains("NEUROSTASH_CHUNK_MAX_TOKENS 600"), "{error}");
 }
+
+#[tokio::test]
+async fn a_served_models_tokenizer_that_cannot_be_read_stops_the_start() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let missing = folder.path().join("tokenizer.json");
+    let not_json = folder.path().join("not-a-tokenizer.json");
+    std::fs::write(&not_json, "{ this is not a tokenizer").unwrap();
+    for path in [missing, not_json] {
+        let configured = path.clone();
+        let error = start_error(|config| {
+            config.embedder = Some(EmbedderKind::Openai);
+            // read before the server is reached: none is needed here
+            config.embed_url = Some("http://127.0.0.1:9/v1".into());
+            config.embed_model = Some("all-MiniLM-L6-v2".into());
+            config.embed_tokenizer = Some(configured);
+        })
+        .await;
+        assert!(error.contains("the served model's tokenizer"), "{error}");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+    }
+}

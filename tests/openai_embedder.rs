@@ -368,24 +368,33 @@ async fn an_unreachable_server_is_a_transient_failure() {
     );
 }
 
-/// The whole server configured for the OpenAI-compatible embedder: a
-/// knowledge base is pinned to the served model, a document is embedded
-/// through the server in batches and found by a search.
+/// The whole server configured for the OpenAI-compatible embedder and
+/// the served model's tokenizer: a knowledge base is pinned to the served
+/// model, a document is chunked in the model's tokens, embedded through the
+/// server in batches and found by a search.
 #[tokio::test]
 async fn the_server_embeds_and_searches_through_an_openai_compatible_api() {
     let server = EmbeddingServer::start(&[]);
     let base_url = server.base_url();
+    let tokenizer_path = std::path::Path::new(&tools_env("NEUROSTASH_EMBED_MODEL_DIR")).join("tokenizer.json");
+    let configured_tokenizer = tokenizer_path.clone();
     let app = common::spawn_app_configured(common::Backend::Sqlite, |config| {
         config.embedder = Some(neurostash::config::EmbedderKind::Openai);
         config.embed_url = Some(base_url);
         config.embed_model = Some(MODEL.to_owned());
         config.embed_batch_size = 3;
         config.embed_timeout_secs = 120;
+        config.embed_tokenizer = Some(configured_tokenizer);
     })
     .await;
     let (_, key) = app.create_user("ada@example.com").await;
+    let max_tokens = 24;
     let (status, kb) = app
-        .post("/v1/knowledge-bases", &key, serde_json::json!({ "name": "remote" }))
+        .post(
+            "/v1/knowledge-bases",
+            &key,
+            serde_json::json!({ "name": "remote", "chunking": { "max_tokens": max_tokens, "overlap_tokens": 0 } }),
+        )
         .await;
     assert_eq!(status, 201, "{kb}");
     assert_eq!(kb["embedding_model"]["name"], MODEL);
@@ -415,9 +424,23 @@ async fn the_server_embeds_and_searches_through_an_openai_compatible_api() {
         found["hits"][0]["text"].as_str().unwrap().contains("brass cabinet"),
         "{found}"
     );
-    // the connect probe, the chunks in batches of 3, the query
+    // every chunk within the size in the model's own tokens, which word
+    // tokens undercount ("terns" is two)
+    let (status, all) = app.search(&key, kb, "arctic terns", chunks as u32).await;
+    assert_eq!(status, 200, "{all}");
+    let hits = all["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), chunks, "{all}");
+    // the file pads and cuts at 128, as all-MiniLM-L6-v2's does
+    let mut tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).unwrap();
+    tokenizer.with_padding(None).with_truncation(None).unwrap();
+    for hit in hits {
+        let text = hit["text"].as_str().unwrap();
+        let tokens = tokenizer.encode(text, false).unwrap().len();
+        assert!(tokens <= max_tokens, "{tokens} model tokens in {text:?}");
+    }
+    // the connect probe, the chunks in batches of 3, the query, the search above
     let stats = server.stats().await;
     assert!(stats.batch_sizes.iter().all(|size| *size <= 3), "{stats:?}");
-    assert_eq!(stats.batch_sizes.iter().sum::<usize>(), 1 + chunks + 1, "{stats:?}");
+    assert_eq!(stats.batch_sizes.iter().sum::<usize>(), 1 + chunks + 2, "{stats:?}");
     app.shutdown().await;
 }

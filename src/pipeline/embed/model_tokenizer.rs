@@ -23,11 +23,7 @@ impl ModelTokenizer {
     /// truncates and pads to 128) that the model's sentence-transformers
     /// configuration overrides, and `max_sequence_tokens` is that one.
     pub fn from_json(json: &[u8], name: String, max_sequence_tokens: usize) -> Result<ModelTokenizer, String> {
-        let mut counting = Tokenizer::from_bytes(json).map_err(|error| error.to_string())?;
-        counting
-            .with_truncation(None)
-            .map_err(|error| error.to_string())?
-            .with_padding(None);
+        let counting = counting_tokenizer(json)?;
         let special_tokens = counting
             .get_post_processor()
             .map(|processor| processor.added_tokens(false))
@@ -49,6 +45,18 @@ impl ModelTokenizer {
             counting,
             input,
             max_input_tokens: max_sequence_tokens - special_tokens,
+        })
+    }
+
+    /// A tokenizer that only counts, for a model run elsewhere (behind an
+    /// embeddings server) whose input limit is configured, not known here.
+    pub fn for_counting(json: &[u8], name: String) -> Result<ModelTokenizer, String> {
+        let counting = counting_tokenizer(json)?;
+        Ok(ModelTokenizer {
+            name,
+            input: counting.clone(),
+            counting,
+            max_input_tokens: usize::MAX,
         })
     }
 
@@ -88,6 +96,16 @@ impl TokenCounter for ModelTokenizer {
             }
         }
     }
+}
+
+/// The tokenizer of a `tokenizer.json` with its truncation and padding off.
+fn counting_tokenizer(json: &[u8]) -> Result<Tokenizer, String> {
+    let mut counting = Tokenizer::from_bytes(json).map_err(|error| error.to_string())?;
+    counting
+        .with_truncation(None)
+        .map_err(|error| error.to_string())?
+        .with_padding(None);
+    Ok(counting)
 }
 
 /// Byte ranges from a tokenizer's offsets, made to keep

@@ -59,11 +59,15 @@ pub struct OpenAiSettings {
     pub retry_base: Duration,
     /// The longest wait between attempts, also for a server's `Retry-After`.
     pub retry_max: Duration,
-    /// What [`Embedder::max_input_tokens`] answers. The server's tokenizer
-    /// is not at hand, so chunks are measured in [`WordTokens`], which
-    /// undercounts subword vocabularies: keep this well below the model's
-    /// real limit (256 suits all-MiniLM-L6-v2, 512-token models and up).
+    /// What [`Embedder::max_input_tokens`] answers, in the tokens of
+    /// `tokenizer`. Without one, chunks are measured in [`WordTokens`],
+    /// which undercounts subword vocabularies: then keep this well below
+    /// the model's real limit (256 suits all-MiniLM-L6-v2, 512-token models
+    /// and up).
     pub max_input_tokens: usize,
+    /// The served model's own tokenizer, when its `tokenizer.json` is at
+    /// hand: chunks are then measured as the model reads them.
+    pub tokenizer: Option<Arc<dyn TokenCounter>>,
 }
 
 impl OpenAiSettings {
@@ -80,6 +84,7 @@ impl OpenAiSettings {
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             max_input_tokens: 256,
+            tokenizer: None,
         }
     }
 }
@@ -98,6 +103,7 @@ impl fmt::Debug for OpenAiSettings {
             .field("retry_base", &self.retry_base)
             .field("retry_max", &self.retry_max)
             .field("max_input_tokens", &self.max_input_tokens)
+            .field("tokenizer", &self.tokenizer.as_ref().map(|tokenizer| tokenizer.name()))
             .finish()
     }
 }
@@ -353,17 +359,23 @@ impl Embedder for OpenAiEmbedder {
     fn describe(&self) -> String {
         // the endpoint carries no credentials or query (checked at connect)
         format!(
-            "openai-compatible embedder: model {} (served as {}, {} dimensions) at {}, batches of {}",
+            "openai-compatible embedder: model {} (served as {}, {} dimensions) at {}, batches of {}, chunks of at \
+             most {} tokens counted by {}",
             self.model.name,
             self.served_model,
             self.model.dimensions,
             self.endpoint.as_str().trim_end_matches("/embeddings"),
-            self.settings.batch_size
+            self.settings.batch_size,
+            self.settings.max_input_tokens,
+            self.tokenizer().name()
         )
     }
 
     fn tokenizer(&self) -> Arc<dyn TokenCounter> {
-        Arc::new(WordTokens)
+        match &self.settings.tokenizer {
+            Some(tokenizer) => tokenizer.clone(),
+            None => Arc::new(WordTokens),
+        }
     }
 
     fn max_input_tokens(&self) -> usize {

@@ -1,8 +1,12 @@
 //! Picks and starts the embedder the configuration names.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
+use super::model_tokenizer::ModelTokenizer;
 use super::{EmbedError, Embedder, HashingEmbedder, LocalModel, LocalModelError, OpenAiEmbedder, OpenAiSettings};
 use crate::config::{Config, EmbedderKind};
 
@@ -15,6 +19,8 @@ pub enum EmbedderSetupError {
     Remote(#[from] EmbedError),
     #[error("the openai embedder needs NEUROSTASH_EMBED_URL and NEUROSTASH_EMBED_MODEL")]
     Unconfigured,
+    #[error("the served model's tokenizer {path} cannot be used: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
 }
 
 /// The configured embedder, loaded (the local model) or reached once (a
@@ -43,10 +49,25 @@ pub async fn embedder_from_config(config: &Config) -> Result<Arc<dyn Embedder>, 
             settings.timeout = Duration::from_secs(config.embed_timeout_secs);
             settings.max_retries = config.embed_max_retries;
             settings.max_input_tokens = config.embed_max_input_tokens;
+            if let Some(path) = &config.embed_tokenizer {
+                settings.tokenizer = Some(Arc::new(served_tokenizer(path, model)?));
+            }
             Ok(Arc::new(OpenAiEmbedder::connect(settings).await?))
         }
         EmbedderKind::Local => local(config),
     }
+}
+
+/// The tokenizer of the model a server runs, named after the model and the
+/// file's content, as the chunking it measures is recorded with that name.
+fn served_tokenizer(path: &Path, model: &str) -> Result<ModelTokenizer, EmbedderSetupError> {
+    let failed = |reason: String| EmbedderSetupError::Tokenizer {
+        path: path.to_owned(),
+        reason,
+    };
+    let json = std::fs::read(path).map_err(|error| failed(error.to_string()))?;
+    let name = format!("{model}-tokenizer-{}", &hex::encode(Sha256::digest(&json))[..12]);
+    ModelTokenizer::for_counting(&json, name).map_err(failed)
 }
 
 fn local(config: &Config) -> Result<Arc<dyn Embedder>, EmbedderSetupError> {
