@@ -5,7 +5,8 @@
 //! the other lines of a page form its body blocks; every block carries its
 //! page, and `pages` is the page count.
 //!
-//! Text drawn by form XObjects (headers and footers, pages placed from
+//! Codes become text through a font's ToUnicode map when it has one, else
+//! through its encoding. Text drawn by form XObjects (headers and footers, pages placed from
 //! another file) is read where the form is drawn, with the form's own
 //! fonts; forms are followed a bounded number of times per page, never
 //! into themselves.
@@ -303,15 +304,39 @@ impl<'d> PageReader<'d, '_> {
     fn encoding(&mut self, font: &'d Dictionary) -> Result<Option<&Encoding<'d>>, lopdf::Error> {
         let key: *const Dictionary = font;
         if !self.encodings.contains_key(&key) {
-            let encoding = match font.get_font_encoding_with_limit(self.document, self.limits.max_stream_bytes) {
-                Ok(encoding) => Some(encoding),
-                Err(e @ lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. })) => return Err(e),
-                // A font whose encoding cannot be read loses its text, not the page's.
-                Err(_) => None,
+            let encoding = match self.to_unicode(font)? {
+                Some(map) => Some(map),
+                None => match font.get_font_encoding_with_limit(self.document, self.limits.max_stream_bytes) {
+                    Ok(encoding) => Some(encoding),
+                    Err(e @ lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. })) => return Err(e),
+                    // A font whose encoding cannot be read loses its text, not the page's.
+                    Err(_) => None,
+                },
             };
             self.encodings.insert(key, encoding);
         }
         Ok(self.encodings.get(&key).and_then(Option::as_ref))
+    }
+
+    /// The font's ToUnicode map, which says what its codes mean as text
+    /// and so comes before its `/Encoding` (as in poppler and pdf.js): the
+    /// encoding selects glyphs, and a `/Differences` of glyph names lopdf
+    /// does not know (Type 3 and re-encoded subset fonts) reads as the
+    /// standard encoding, which is garbage. lopdf reads the map of a simple
+    /// font only when it has no `/Encoding`, so a copy without one is asked.
+    /// `None`: no map, or one that cannot be read.
+    fn to_unicode(&self, font: &Dictionary) -> Result<Option<Encoding<'d>>, lopdf::Error> {
+        if !font.has(b"ToUnicode") {
+            return Ok(None);
+        }
+        let mut mapped = font.clone();
+        mapped.remove(b"Encoding");
+        match mapped.get_font_encoding_with_limit(self.document, self.limits.max_stream_bytes) {
+            // the map owns what it holds, so it outlives the copy
+            Ok(Encoding::UnicodeMapEncoding(map)) => Ok(Some(Encoding::UnicodeMapEncoding(map))),
+            Err(e @ lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. })) => Err(e),
+            Ok(_) | Err(_) => Ok(None),
+        }
     }
 
     /// Reads one content stream drawn with `resources`; only a stream that

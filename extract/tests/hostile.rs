@@ -179,6 +179,29 @@ fn forms_are_read_where_they_are_drawn_and_never_into_themselves() {
 }
 
 #[test]
+fn a_font_whose_encoding_names_unknown_glyphs_is_read_through_its_to_unicode_map() {
+    let cmap = b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Test def \
+        1 begincodespacerange <00> <FF> endcodespacerange \
+        2 beginbfchar <41> <0048> <42> <0069> endbfchar \
+        endcmap CMapName currentdict /CMap defineresource pop end end";
+    let bytes = pdf_of(vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+           /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_vec(),
+        stream("", b"BT /F1 12 Tf 72 720 Td (ABBA) Tj ET"),
+        // glyph names as subset fonts re-encoded by some producers have
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /ABCDEF+Custom \
+           /Encoding << /Type /Encoding /Differences [65 /g1 /g2] >> /ToUnicode 6 0 R >>"
+            .to_vec(),
+        stream("", cmap),
+    ]);
+    let extracted = extract_text(Some("pdf"), &bytes).unwrap();
+    assert_eq!(extracted.text, "HiiH");
+}
+
+#[test]
 fn forms_that_multiply_stop_at_the_per_page_bound() {
     // F0 draws F1 ten times, F1 draws F2 ten times, …: 10^9 forms drawn
     // from a file of a few kilobytes.
