@@ -528,7 +528,33 @@ mod document {
     }
 
     fn plan() -> impl Strategy<Value = Plan> {
-        (1u32..=3, vec(step(), 0..=40)).prop_map(|(max_attempts, steps)| Plan { max_attempts, steps })
+        // A quarter of the plans begin with a document whose first attempt
+        // waits for its retry: random steps reach that state rarely (four
+        // steps in order, by one worker, under a high enough attempt
+        // limit), and what follows it (a start too early, a retry on
+        // request, a delete) deserves as many cases as the rest.
+        let waiting_for_retry = [
+            Step::Register {
+                matching_id: true,
+                size_bytes: 1,
+            },
+            Step::Start {
+                worker: 0,
+                after_minutes: 0,
+                lease_minutes: 10,
+            },
+            Step::ScheduleRetry {
+                worker: 0,
+                after_minutes: 0,
+            },
+        ];
+        (1u32..=3, prop::bool::weighted(0.25), vec(step(), 0..=40)).prop_map(move |(max_attempts, begun, steps)| {
+            let prefix = if begun { &waiting_for_retry[..] } else { &[] };
+            Plan {
+                max_attempts,
+                steps: prefix.iter().cloned().chain(steps).collect(),
+            }
+        })
     }
 
     fn commands(plan: &Plan) -> Vec<DocumentCommand> {
