@@ -6,10 +6,10 @@
 //! page, and `pages` is the page count.
 //!
 //! Codes become text through a font's ToUnicode map when it has one, else
-//! through its encoding. Text drawn by form XObjects (headers and footers, pages placed from
-//! another file) is read where the form is drawn, with the form's own
-//! fonts; forms are followed a bounded number of times per page, never
-//! into themselves.
+//! through its encoding. Text drawn by form XObjects (headers and footers,
+//! pages placed from another file) is read where the form is drawn, with
+//! the form's own fonts; forms are followed a bounded number of times per
+//! page, never into themselves.
 //!
 //! Every stream lopdf unpacks (object streams while loading, page content,
 //! forms and font encodings while reading) is bounded by `max_stream_bytes`.
