@@ -14,11 +14,11 @@ Files (names are stable; tests and benchmarks rely on them):
                           draws another, each with a phrase
     OUT_DIR/sample.docx   python-docx: Heading 1 / Heading 2 paragraphs, body
                           paragraphs and a table (header row + rows), a header,
-                          a footer and a footnote
+                          a footer, a footnote and a comment
     OUT_DIR/sample.xlsx   openpyxl: sheets "Inventory" and "Suppliers", a header
                           row then data rows
     OUT_DIR/sample.pptx   python-pptx: 3 slides (title + body placeholder each),
-                          speaker notes on slide 2
+                          speaker notes on slide 2, a chart on slide 3
     OUT_DIR/sample.csv    csv module: header row then data rows
     OUT_DIR/sample.json   json module: an object with nested members
     OUT_DIR/sample.html   a page with h1/h2, paragraphs, a list, a table, a script
@@ -126,6 +126,7 @@ def make_docx(path, scale):
     section.header.paragraphs[0].text = "Meridian ledger header"
     section.footer.paragraphs[0].text = "Printed by the basalt press"
     add_footnote(d, d.paragraphs[1], "The saltmarsh footnote phrase cites its source.")
+    d.add_comment(d.paragraphs[1].runs[0], text="Reviewer asks about the heron survey.", author="R. Carson")
     for section in range(1, scale):
         d.add_heading(f"Appendix {section}", 2)
         for _ in range(12):
@@ -142,6 +143,7 @@ def make_docx(path, scale):
             {"text": "Meridian ledger header"},
             {"text": "basalt press"},
             {"text": "saltmarsh footnote phrase"},
+            {"text": "heron survey"},
         ],
         "headings": [{"text": "Quarterly Report", "level": 1}, {"text": "Details", "level": 2}],
         "absent": [],
@@ -204,6 +206,20 @@ def make_xlsx(path, scale):
     }
 
 
+def add_chart(slide):
+    """A column chart with a title, one series and two categories."""
+    from pptx.chart.data import CategoryChartData
+    from pptx.enum.chart import XL_CHART_TYPE
+    from pptx.util import Inches
+
+    data = CategoryChartData()
+    data.categories = ["Quince", "Medlar"]
+    data.add_series("Orchard yield", (1.5, 2.5))
+    frame = slide.shapes.add_chart(XL_CHART_TYPE.COLUMN_CLUSTERED, Inches(1), Inches(4), Inches(6), Inches(3), data)
+    frame.chart.has_title = True
+    frame.chart.chart_title.text_frame.text = "Harvest by fruit"
+
+
 def make_pptx(path, scale):
     import pptx
 
@@ -221,6 +237,8 @@ def make_pptx(path, scale):
         s.placeholders[1].text = body
         if number == 2:
             s.notes_slide.notes_text_frame.text = "speaker notes mention the narwhal tusk"
+        if number == 3:
+            add_chart(s)
     p.save(path)
     return {
         "pages": len(slides),
@@ -229,6 +247,8 @@ def make_pptx(path, scale):
             {"text": "walrus phrase", "slide": 2},
             {"text": "narwhal tusk", "slide": 2},
             {"text": "glacier", "slide": 3},
+            {"text": "Harvest by fruit", "slide": 3},
+            {"text": "Medlar", "slide": 3},
         ],
         "headings": [{"text": "Intro", "level": 1}, {"text": "Second", "level": 1}, {"text": "Closing", "level": 1}],
         "absent": [],

@@ -4,7 +4,7 @@
 //! built-in `Heading1`…`Heading9` / `Title` ids) is a heading of that
 //! level; each row of a table is one block, its cells joined by ` | `.
 //! The headers and footers the document uses come before its body (each
-//! distinct one once), its footnotes and endnotes after it. A text box's
+//! distinct one once), its footnotes, endnotes and comments after it. A text box's
 //! paragraphs are blocks before the paragraph it is anchored in, read
 //! once (the archive leaves out the VML fallback written beside it).
 
@@ -59,8 +59,9 @@ pub(crate) fn extract(
     }
     let mut body = Body::default();
     archive.read_xml(DOCUMENT, limits, |event| body.event(event, &levels, &mut out))?;
-    // Footnotes and endnotes follow the body, under its last heading.
-    for part in parts_of(&["footnotes", "endnotes"]) {
+    // Footnotes, endnotes and reviewers' comments follow the body, under
+    // its last heading.
+    for part in parts_of(&["footnotes", "endnotes", "comments"]) {
         let mut notes = Body {
             headings: false,
             ..Body::default()

@@ -1,7 +1,8 @@
 //! PPTX: slides in the order `ppt/presentation.xml` lists them (its
 //! `sldIdLst`, resolved through the part's relationships; file names say
 //! nothing about order). On each slide the title placeholder is a level-1
-//! heading, and every other shape's text a block; the speaker notes
+//! heading, and every other shape's text a block, then the words of its
+//! charts and SmartArt diagrams; the speaker notes
 //! (the body of the slide's notes page) follow the slide's own text. All
 //! are located by slide; slide numbers drawn on a slide or its notes page
 //! are not text.
@@ -57,8 +58,15 @@ pub(crate) fn extract(
         slides += 1;
         let mut slide = Slide::default();
         archive.read_xml(part, limits, |event| slide.event(event, out.limits()))?;
-        let notes_part = archive
-            .relationships(part, limits)?
+        let relationships = archive.relationships(part, limits)?;
+        let mut graphics = Vec::new();
+        for graphic in relationships
+            .iter()
+            .filter(|relationship| relationship.is("chart") || relationship.is("diagramData"))
+        {
+            graphics.push(graphic_text(&mut archive, &graphic.target, limits)?);
+        }
+        let notes_part = relationships
             .into_iter()
             .find(|relationship| relationship.is("notesSlide"));
         let mut notes = Slide {
@@ -75,11 +83,69 @@ pub(crate) fn extract(
         for title in &slide.titles {
             out.push(BlockKind::Heading { level: 1 }, location.clone(), title)?;
         }
-        for text in slide.texts.iter().chain(&notes.texts) {
+        for text in slide.texts.iter().chain(&graphics).chain(&notes.texts) {
             out.push(BlockKind::Text, location.clone(), text)?;
         }
     }
     Ok(out.finish(Some(slides)))
+}
+
+/// The words of a chart (its titles, series names and category labels,
+/// not its numbers) or of a SmartArt diagram's data, one line each, each
+/// once: a chart repeats its categories for every series.
+fn graphic_text(
+    archive: &mut archive::Archive<'_>,
+    part: &str,
+    limits: &ExtractLimits,
+) -> Result<String, ExtractError> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    // depth inside `a:t`, and inside a chart's `c:tx` or `c:cat` (a `c:v`
+    // there is a name; under `c:val` it is a number)
+    let (mut in_text, mut named, mut in_value) = (false, 0usize, false);
+    let mut text_bytes = 0usize;
+    archive.read_xml(part, limits, |event| {
+        match event {
+            Xml::Start(start) => match local_name(start) {
+                "t" => in_text = true,
+                "tx" | "cat" => named += 1,
+                "v" => in_value = true,
+                _ => {}
+            },
+            Xml::Text(text) if in_text || (in_value && named > 0) => {
+                line.push_str(text);
+                text_bytes += text.len();
+                if text_bytes > limits.max_text_bytes {
+                    return Err(ExtractError::too_large(
+                        "pptx",
+                        format!(
+                            "holds more than {} of text",
+                            crate::describe_bytes(limits.max_text_bytes as u64)
+                        ),
+                    ));
+                }
+            }
+            Xml::End(name) => {
+                match name {
+                    "t" => in_text = false,
+                    "tx" | "cat" => named = named.saturating_sub(1),
+                    "v" => in_value = false,
+                    _ => {}
+                }
+                // a paragraph of rich text ends, or one name does
+                if matches!(name, "p" | "v") {
+                    let ended = std::mem::take(&mut line);
+                    let ended = ended.trim();
+                    if !ended.is_empty() && !lines.iter().any(|seen| seen == ended) {
+                        lines.push(ended.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(lines.join("\n"))
 }
 
 /// The `r:id` of a `p:sldId`: the attribute named `id` in the
@@ -175,5 +241,82 @@ impl Slide {
             },
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn pptx(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, content) in entries {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            zip.write_all(content.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    const RELATIONSHIPS: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+
+    #[test]
+    fn a_smartart_diagram_is_read_once_from_its_data() {
+        let diagram_text = "<a:p><a:r><a:t>Survey the reef</a:t></a:r></a:p>";
+        let bytes = pptx(&[
+            (
+                "ppt/presentation.xml",
+                r#"<p:presentation xmlns:p="p" xmlns:r="r"><p:sldIdLst><p:sldId id="256" r:id="rId1"/></p:sldIdLst></p:presentation>"#,
+            ),
+            (
+                "ppt/_rels/presentation.xml.rels",
+                &format!(
+                    r#"<Relationships><Relationship Id="rId1" Type="{RELATIONSHIPS}/slide" Target="slides/slide1.xml"/></Relationships>"#
+                ),
+            ),
+            (
+                "ppt/slides/slide1.xml",
+                r#"<p:sld xmlns:p="p" xmlns:a="a"><p:cSld><p:spTree><p:sp><p:nvSpPr><p:nvPr><p:ph type="title"/></p:nvPr></p:nvSpPr>
+                <p:txBody><a:p><a:r><a:t>Plan</a:t></a:r></a:p></p:txBody></p:sp></p:spTree></p:cSld></p:sld>"#,
+            ),
+            (
+                "ppt/slides/_rels/slide1.xml.rels",
+                &format!(
+                    r#"<Relationships><Relationship Id="rId2" Type="{RELATIONSHIPS}/diagramData" Target="../diagrams/data1.xml"/>
+                    <Relationship Id="rId3" Type="http://schemas.microsoft.com/office/2007/relationships/diagramDrawing" Target="../diagrams/drawing1.xml"/></Relationships>"#
+                ),
+            ),
+            (
+                "ppt/diagrams/data1.xml",
+                &format!(
+                    r#"<dgm:dataModel xmlns:dgm="d" xmlns:a="a"><dgm:ptLst>
+                    <dgm:pt modelId="1" type="doc"><dgm:t><a:p><a:endParaRPr/></a:p></dgm:t></dgm:pt>
+                    <dgm:pt modelId="2"><dgm:t>{diagram_text}</dgm:t></dgm:pt>
+                    <dgm:pt modelId="3"><dgm:t><a:p><a:r><a:t>Chart the channel</a:t></a:r></a:p></dgm:t></dgm:pt>
+                    </dgm:ptLst></dgm:dataModel>"#
+                ),
+            ),
+            // the same words laid out, which PowerPoint writes beside the data
+            (
+                "ppt/diagrams/drawing1.xml",
+                &format!(
+                    r#"<dsp:drawing xmlns:dsp="s" xmlns:a="a"><dsp:sp><dsp:txBody>{diagram_text}</dsp:txBody></dsp:sp></dsp:drawing>"#
+                ),
+            ),
+        ]);
+        let extracted = extract(&bytes, &ExtractLimits::default(), "pptx").unwrap();
+        let blocks: Vec<(&str, BlockKind, Option<u32>)> = extracted
+            .blocks
+            .iter()
+            .map(|block| (&extracted.text[block.range.clone()], block.kind, block.location.slide))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                ("Plan", BlockKind::Heading { level: 1 }, Some(1)),
+                ("Survey the reef\nChart the channel", BlockKind::Text, Some(1)),
+            ]
+        );
     }
 }
