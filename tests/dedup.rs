@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{read, spawn_app, Backend, TestApp};
-use serde_json::json;
+use common::{spawn_app, Backend, TestApp};
 
 async fn document_objects(app: &TestApp, tenant: &str) -> Vec<String> {
     app.app
@@ -44,33 +43,7 @@ async fn the_same_bytes_are_one_document(backend: Backend) {
     assert_eq!(document_objects(&app, &tenant).await.len(), 1, "no copy is stored");
 
     // presigned: the upload ends, the existing document answers
-    let (status, ticket) = app
-        .post(
-            "/v1/documents/uploads",
-            &key,
-            json!({ "file_name": "presigned-copy.txt", "size": bytes.len() }),
-        )
-        .await;
-    assert_eq!(status, 201, "{ticket}");
-    let response = app
-        .client
-        .put(ticket["upload_url"].as_str().unwrap())
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let response = app
-        .client
-        .post(app.url(&format!(
-            "/v1/documents/{}/complete",
-            ticket["document_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    let (status, answer) = read(response).await;
+    let (status, answer) = app.upload_presigned(&key, "presigned-copy.txt", bytes).await;
     assert_eq!((status, answer["id"].as_str()), (200, Some(id.as_str())), "{answer}");
     assert!(app.app.raw_objects.list("staging/").await.unwrap().is_empty());
     assert_eq!(document_objects(&app, &tenant).await.len(), 1, "no copy is stored");
@@ -118,33 +91,8 @@ async fn the_same_bytes_sent_at_once_are_one_document(backend: Backend) {
     let presigned = (0..4).map(|n| {
         let (app, key) = (&app, &key);
         async move {
-            let (status, ticket) = app
-                .post(
-                    "/v1/documents/uploads",
-                    key,
-                    json!({ "file_name": format!("tides-presigned-{n}.txt"), "size": bytes.len() }),
-                )
-                .await;
-            assert_eq!(status, 201, "{ticket}");
-            let response = app
-                .client
-                .put(ticket["upload_url"].as_str().unwrap())
-                .body(bytes)
-                .send()
+            app.upload_presigned(key, &format!("tides-presigned-{n}.txt"), bytes)
                 .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            let response = app
-                .client
-                .post(app.url(&format!(
-                    "/v1/documents/{}/complete",
-                    ticket["document_id"].as_str().unwrap()
-                )))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap();
-            read(response).await
         }
     });
     let (direct, presigned) = tokio::join!(futures::future::join_all(direct), futures::future::join_all(presigned));

@@ -48,10 +48,13 @@ pub(crate) fn extract(
     let mut lines: Vec<Line> = Vec::new();
     let mut text_bytes = 0usize;
     let mut first_error: Option<lopdf::Error> = None;
+    // shared by every page: pages share their fonts, and a ToUnicode map is
+    // parsed once, not once a page
+    let mut encodings = Encodings::new();
     for (&number, &page_id) in &pages {
         budget.check()?;
         let before = lines.len();
-        if let Err(e) = page_lines(&document, page_id, number, limits, &budget, &mut lines) {
+        if let Err(e) = page_lines(&document, page_id, number, limits, &budget, &mut lines, &mut encodings) {
             if let lopdf::Error::Decompress(DecompressError::MemoryLimitExceeded { .. }) = e {
                 return Err(stream_too_large(format, limits));
             }
@@ -229,6 +232,11 @@ impl<'d> Resources<'d> {
     }
 }
 
+/// Each font's encoding, read when text is first shown in it; keyed by the
+/// font dictionary's address, which does not move while the document is
+/// read. `None`: it could not be read, and its text is lost.
+type Encodings<'d> = HashMap<*const Dictionary, Option<Encoding<'d>>>;
+
 /// Reads the lines of one page: its content stream and the forms it draws.
 struct PageReader<'d, 'a> {
     document: &'d Document,
@@ -236,10 +244,7 @@ struct PageReader<'d, 'a> {
     limits: &'a ExtractLimits,
     budget: &'a Budget,
     lines: &'a mut Vec<Line>,
-    /// Each font's encoding, read when text is first shown in it; keyed by
-    /// the font dictionary's address, which does not move while the
-    /// document is read. `None`: it could not be read, and its text is lost.
-    encodings: HashMap<*const Dictionary, Option<Encoding<'d>>>,
+    encodings: &'a mut Encodings<'d>,
     font: Option<&'d Dictionary>,
     font_size: f32,
     scale: f32,
@@ -253,13 +258,14 @@ struct PageReader<'d, 'a> {
     stopped: bool,
 }
 
-fn page_lines(
-    document: &Document,
+fn page_lines<'d>(
+    document: &'d Document,
     page_id: ObjectId,
     page: u32,
     limits: &ExtractLimits,
     budget: &Budget,
     lines: &mut Vec<Line>,
+    encodings: &mut Encodings<'d>,
 ) -> Result<(), lopdf::Error> {
     let resources = Resources::of_page(document, page_id)?;
     let content = document.get_page_content_with_limit(page_id, limits.max_stream_bytes)?;
@@ -269,7 +275,7 @@ fn page_lines(
         limits,
         budget,
         lines,
-        encodings: HashMap::new(),
+        encodings,
         font: None,
         font_size: 0.0,
         scale: 1.0,

@@ -315,6 +315,39 @@ impl TestApp {
         .await
     }
 
+    /// A presigned upload of `content` as `file_name`, start to end: the
+    /// request (201), the PUT to its URL (200), then the completion, whose
+    /// answer is returned.
+    pub async fn upload_presigned(&self, key: &str, file_name: &str, content: &str) -> (u16, Value) {
+        let (status, ticket) = self
+            .post(
+                "/v1/documents/uploads",
+                key,
+                json!({ "file_name": file_name, "size": content.len() }),
+            )
+            .await;
+        assert_eq!(status, 201, "request upload: {ticket}");
+        let put = self
+            .client
+            .put(ticket["upload_url"].as_str().unwrap())
+            .body(content.to_owned())
+            .send()
+            .await
+            .expect("put is sent");
+        assert_eq!(put.status(), 200, "put to the upload url");
+        let response = self
+            .client
+            .post(self.url(&format!(
+                "/v1/documents/{}/complete",
+                ticket["document_id"].as_str().unwrap()
+            )))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("complete is sent");
+        read(response).await
+    }
+
     /// Uploads `bytes` as `file_name`, declared as octet-stream (what
     /// `curl -F` sends), so the extension alone says the type.
     pub async fn upload_bytes(
